@@ -1,0 +1,85 @@
+"""The normal dataset and its OOD test sets, served as dataloaders for any backbone's transform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import lightning as L
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ood_nolabels.data.images import ImageSource, IndexedDataset, LabeledImages
+
+NORMAL_TRAIN = "normal_train"
+NORMAL_TEST = "normal_test"
+
+
+class OODDataModule(L.LightningDataModule):
+    """Train-normal, test-normal and one test split per OOD set.
+
+    Images are loaded once in :meth:`setup`; each stage asks for loaders with its own backbone's
+    transform, so a SimCLR backbone and a pretrained ViT can read the same data.
+    """
+
+    def __init__(
+        self,
+        normal: ImageSource,
+        ood: Mapping[str, ImageSource],
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if not ood:
+            raise ValueError("no OOD sets configured: choose an `ood=` config")
+        clash = {NORMAL_TRAIN, NORMAL_TEST} & set(ood)
+        if clash:
+            raise ValueError(f"OOD set names {sorted(clash)} are reserved")
+        self.normal = normal
+        self.ood = dict(ood)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.images: dict[str, LabeledImages] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.images:
+            return
+        images = {NORMAL_TRAIN: self.normal.load("train"), NORMAL_TEST: self.normal.load("test")}
+        images |= {name: source.load("test") for name, source in self.ood.items()}
+        empty = [name for name, split in images.items() if len(split) == 0]
+        if empty:
+            raise ValueError(f"these splits have no images: {empty}")
+        self.images = images
+
+    @property
+    def ood_names(self) -> list[str]:
+        return list(self.ood)
+
+    def train_labels(self) -> torch.Tensor | None:
+        """Ground-truth labels of the normal training images, when the dataset has them."""
+        self.setup()
+        labels = self.images[NORMAL_TRAIN].labels
+        return None if labels is None else torch.as_tensor(labels)
+
+    def loader(
+        self, split: str, transform: Callable[[Image.Image], torch.Tensor], shuffle: bool = False
+    ) -> DataLoader:
+        """A loader of ``(image, index)`` batches for one split."""
+        self.setup()
+        return DataLoader(
+            IndexedDataset(self.images[split], transform),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def eval_loaders(
+        self, transform: Callable[[Image.Image], torch.Tensor]
+    ) -> dict[str, DataLoader]:
+        """Loaders for every split in a fixed order: normal train, normal test, OOD sets."""
+        self.setup()
+        return {split: self.loader(split, transform) for split in self.images}

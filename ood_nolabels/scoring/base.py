@@ -1,0 +1,33 @@
+"""The scorer interface: fit once on normal training features, then score any features."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class Scorer(ABC):
+    """Anomaly scorer: higher score = more anomalous.
+
+    ``fit`` builds the memory bank / statistics from the normal training features (and optional
+    pseudo- or ground-truth labels); ``score`` is then called on any number of test sets.
+    """
+
+    @abstractmethod
+    def fit(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> Scorer: ...
+
+    @abstractmethod
+    def score(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_features(features: torch.Tensor, what: str) -> torch.Tensor:
+    """2-D finite float features, or a clear error (NaNs here usually mean a diverged model)."""
+    features = torch.as_tensor(features)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(
+            f"{what} must be a non-empty (N, D) matrix, got shape {tuple(features.shape)}"
+        )
+    if not torch.isfinite(features).all():
+        raise ValueError(f"{what} contain NaN or inf values; the backbone may have diverged")
+    return features.float()

@@ -1,0 +1,33 @@
+"""Shared fixtures: composing the real Hydra config the way the CLI does."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``train.yaml`` with overrides; outputs go to ``tmp_path``."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(tmp_path)
+            cfg.paths.output_dir = str(tmp_path / "run")
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()

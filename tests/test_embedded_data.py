@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN, OODDataModule
+from ood_nolabels.data.digits import DigitsSource
+from ood_nolabels.data.synthetic import SyntheticSource
+from ood_nolabels.models.backbones import image_transform
+
+
+def test_digits_split_is_stratified_disjoint_and_fixed():
+    train = DigitsSource().load("train")
+    test = DigitsSource().load("test")
+    assert len(train) + len(test) == 1797
+    assert len(test) == pytest.approx(0.3 * 1797, abs=1)
+    train_counts = np.bincount(train.labels) / len(train)
+    test_counts = np.bincount(test.labels) / len(test)
+    np.testing.assert_allclose(train_counts, test_counts, atol=0.01)
+    train_pixels = {train.images[i].tobytes() for i in range(len(train))}
+    assert sum(test.images[i].tobytes() in train_pixels for i in range(len(test))) < 5
+    again = DigitsSource().load("test")
+    assert np.array_equal(again.images, test.images)
+
+
+def test_digits_class_selection_and_pixels():
+    normal = DigitsSource(classes=[0, 1, 2, 3, 4, 5]).load("test")
+    ood = DigitsSource(classes=[6, 7, 8, 9]).load("test")
+    assert set(normal.labels) == {0, 1, 2, 3, 4, 5} and set(ood.labels) == {6, 7, 8, 9}
+    assert len(normal) + len(ood) == len(DigitsSource().load("test"))
+    image = normal.get_image(0)
+    assert image.size == (8, 8) and image.mode == "L"
+    assert np.asarray(image).max() <= 255
+
+
+def test_unknown_split_and_class_errors():
+    with pytest.raises(ValueError, match="unknown split"):
+        DigitsSource().load("val")
+    with pytest.raises(ValueError, match=r"classes \[12\]"):
+        DigitsSource(classes=[1, 12]).load("train")
+
+
+def test_synthetic_is_deterministic_and_balanced():
+    a = SyntheticSource(per_class=5).load("train")
+    b = SyntheticSource(per_class=5).load("train")
+    assert np.array_equal(a.images, b.images)
+    assert np.bincount(a.labels).tolist() == [5] * 6
+    assert not np.array_equal(a.images, SyntheticSource(per_class=5).load("test").images)
+
+
+def test_datamodule_loaders_in_order_with_indices():
+    dm = OODDataModule(
+        SyntheticSource(classes=[0, 1], per_class=6),
+        {"far": SyntheticSource(classes=[4], per_class=6)},
+        batch_size=4,
+    )
+    loaders = dm.eval_loaders(image_transform(20, (0.5,) * 3, (0.5,) * 3))
+    assert list(loaders) == [NORMAL_TRAIN, NORMAL_TEST, "far"]
+    images, indices = next(iter(loaders[NORMAL_TRAIN]))
+    assert images.shape == (4, 3, 20, 20) and indices.tolist() == [0, 1, 2, 3]
+    assert torch.equal(dm.train_labels(), torch.tensor([0] * 6 + [1] * 6))
+
+
+def test_datamodule_rejects_bad_ood_config():
+    with pytest.raises(ValueError, match="no OOD sets"):
+        OODDataModule(SyntheticSource(), {})
+    with pytest.raises(ValueError, match="reserved"):
+        OODDataModule(SyntheticSource(), {NORMAL_TEST: SyntheticSource()})

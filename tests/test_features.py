@@ -1,0 +1,86 @@
+"""Feature extraction: exact, ordered, and identical under 2-process CPU DDP."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from ood_nolabels.data.datamodule import OODDataModule
+from ood_nolabels.data.synthetic import SyntheticSource
+from ood_nolabels.models.backbones import Backbone
+from ood_nolabels.scoring.features import FeatureExtractor, unique_by_index
+
+
+def tiny_backbone() -> Backbone:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    return Backbone(model, feature_dim=24, image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+class SavingExtractor(FeatureExtractor):
+    """Writes the gathered features from rank 0 (ddp_spawn returns nothing else)."""
+
+    def __init__(self, backbone: Backbone, split_names: list[str], path: str) -> None:
+        super().__init__(backbone, split_names)
+        self.path = path
+
+    def on_features(self, features: dict[str, torch.Tensor]) -> None:
+        if self.trainer.is_global_zero:
+            torch.save(features, self.path)
+
+
+def extract(tmp_path: Path, **trainer_kwargs) -> dict[str, torch.Tensor]:
+    # 19 and 7 images over 2 ranks and batches of 4: the sampler pads, batches are ragged.
+    dm = OODDataModule(
+        SyntheticSource(classes=[0, 1, 2], per_class=7, seed=3),
+        {"ood": SyntheticSource(classes=[5], per_class=7)},
+        batch_size=4,
+    )
+    backbone = tiny_backbone()
+    loaders = dm.eval_loaders(backbone.transform())
+    path = tmp_path / f"features_{trainer_kwargs.get('devices', 1)}.pt"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_kwargs,
+    )
+    trainer.test(
+        SavingExtractor(backbone, list(loaders), str(path)), list(loaders.values()), verbose=False
+    )
+    return torch.load(path)
+
+
+def test_unique_by_index_orders_and_drops_padding():
+    features = torch.tensor([[3.0], [1.0], [0.0], [2.0], [0.0]])
+    indices = torch.tensor([3, 1, 0, 2, 0])  # index 0 padded twice, as DistributedSampler does
+    assert unique_by_index(features, indices).flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_single_process_features_match_direct_forward(tmp_path):
+    features = extract(tmp_path, devices=1)
+    dm = OODDataModule(
+        SyntheticSource(classes=[0, 1, 2], per_class=7, seed=3), {"o": SyntheticSource()}
+    )
+    backbone = tiny_backbone().eval()
+    transform = backbone.transform()
+    dm.setup()
+    images = dm.images["normal_train"]
+    with torch.no_grad():
+        direct = backbone(torch.stack([transform(images.get_image(i)) for i in range(len(images))]))
+    assert features["normal_train"].shape == (21, 24)
+    torch.testing.assert_close(features["normal_train"], direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gives_the_same_features(tmp_path):
+    single = extract(tmp_path, devices=1)
+    ddp = extract(tmp_path, devices=2, strategy="ddp_spawn")
+    assert set(ddp) == set(single)
+    for split in single:
+        assert ddp[split].shape == single[split].shape, split
+        torch.testing.assert_close(ddp[split], single[split], rtol=1e-5, atol=1e-5)
