@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m ood_nolabels.train +experiment=digits_dn2
+	$(PYTHON) -m ood_nolabels.train +experiment=dn2_digits
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

@@ -27,6 +27,7 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         with open_dict(cfg):
             cfg.paths.root_dir = str(tmp_path)
             cfg.paths.output_dir = str(tmp_path / "run")
+            cfg.paths.artifact_dir = str(tmp_path / "artifacts")
         return cfg
 
     yield _compose

@@ -11,7 +11,17 @@ from ood_nolabels.data.images import ImageSource
 from ood_nolabels.scoring.base import Scorer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["dataset", "ood", "backbone", "scorer", "trainer", "logger", "callbacks"]
+GROUPS = [
+    "dataset",
+    "ood",
+    "backbone",
+    "scorer",
+    "method",
+    "clustering",
+    "trainer",
+    "logger",
+    "callbacks",
+]
 
 
 def options(group: str) -> list[str]:
@@ -30,6 +40,18 @@ def test_every_group_option_composes(compose_cfg, group, option):
         assert all(isinstance(s, ImageSource) for s in instantiate(cfg.ood).values())
     if group == "scorer":
         assert all(isinstance(instantiate(s), Scorer) for s in cfg.scorer.values())
+    if group == "method":
+        assert callable(instantiate(cfg.method))
+    if group == "clustering":
+        backbone = instantiate(cfg.clustering.simclr.backbone)
+        stats = dict(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
+        for augment in (
+            cfg.clustering.simclr.augment,
+            cfg.clustering.scan.augment,
+            cfg.clustering.selflabel.weak_augment,
+            cfg.clustering.selflabel.strong_augment,
+        ):
+            assert callable(instantiate(augment)(**stats))
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -55,7 +77,7 @@ def test_gpu_trainers_use_mixed_precision(compose_cfg):
 
 
 def test_digits_experiment_defaults(compose_cfg):
-    cfg = compose_cfg("+experiment=digits_dn2")
+    cfg = compose_cfg("+experiment=dn2_digits")
     assert list(cfg.dataset.classes) == [0, 1, 2, 3, 4, 5]
     assert list(cfg.ood.digits_6_9.classes) == [6, 7, 8, 9]
     assert set(cfg.scorer) == {"knn", "mahalanobis"} and cfg.scorer.knn.k == 1
@@ -64,3 +86,27 @@ def test_digits_experiment_defaults(compose_cfg):
 def test_unknown_option_lists_the_available_ones(compose_cfg):
     with pytest.raises(MissingConfigException, match="efficientnet_lite0"):
         compose_cfg("backbone=resnet_9000")
+
+
+def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
+    cfg = compose_cfg("+experiment=clustering_cifar10")
+    assert cfg.K == 10 and cfg.dataset._target_.endswith("CIFAR10Source")
+    simclr, scan, selflabel = cfg.clustering.simclr, cfg.clustering.scan, cfg.clustering.selflabel
+    assert simclr.backbone._target_.endswith("CifarResNet18Backbone")
+    assert (simclr.epochs, simclr.batch_size, simclr.module.temperature) == (500, 512, 0.1)
+    assert (simclr.module.hidden_dim, simclr.module.projection_dim) == (512, 128)
+    assert simclr.optimizer._target_ == "torch.optim.SGD"
+    assert (simclr.optimizer.lr, simclr.optimizer.momentum) == (0.4, 0.9)
+    assert simclr.optimizer.weight_decay == 1e-4
+    assert simclr.scheduler.T_max == 500 and simclr.scheduler.eta_min == pytest.approx(0.4e-3)
+    assert tuple(simclr.augment.crop_scale) == (0.2, 1.0) and simclr.augment.jitter_p == 0.8
+    assert tuple(simclr.augment.jitter) == (0.4, 0.4, 0.4, 0.1)
+    assert simclr.augment.grayscale_p == 0.2
+    assert cfg.clustering.mining.num_neighbors == 20
+    assert (scan.epochs, scan.batch_size, scan.module.entropy_weight) == (50, 128, 5.0)
+    assert scan.optimizer._target_ == "torch.optim.Adam"
+    assert (scan.optimizer.lr, scan.optimizer.weight_decay) == (1e-4, 1e-4)
+    assert scan.augment.num_ops == 4 and scan.augment.cutout_fraction == 0.5
+    assert (selflabel.epochs, selflabel.batch_size) == (200, 1000)
+    assert selflabel.module.threshold == 0.99 and selflabel.module.class_balance
+    assert (selflabel.optimizer.lr, selflabel.optimizer.weight_decay) == (1e-4, 1e-4)

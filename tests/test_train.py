@@ -17,8 +17,8 @@ from ood_nolabels.train import run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_synthetic_dn2_run_matches_an_independent_computation(compose_cfg, capsys):
-    cfg = compose_cfg("+experiment=synthetic_dn2", "logger=none", "callbacks=none")
+def test_dn2_synthetic_run_matches_an_independent_computation(compose_cfg, capsys):
+    cfg = compose_cfg("+experiment=dn2_synthetic", "logger=none", "callbacks=none")
     metrics = run(cfg)
 
     out_dir = Path(cfg.paths.output_dir)
@@ -68,7 +68,7 @@ def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
 
 @pytest.mark.slow
 def test_cli_runs_and_writes_results(tmp_path):
-    result = cli("+experiment=synthetic_dn2", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    result = cli("+experiment=dn2_synthetic", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| synthetic_4_5 | knn" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -80,7 +80,7 @@ def test_cli_unknown_experiment_is_a_clear_error(tmp_path):
     result = cli("+experiment=does_not_exist", cwd=tmp_path)
     assert result.returncode != 0
     assert "experiment/does_not_exist" in result.stderr
-    assert "digits_dn2" in result.stderr  # Hydra lists the available presets
+    assert "dn2_digits" in result.stderr  # Hydra lists the available presets
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_wandb_runs_offline_without_credentials(compose_cfg, monkeypatch, tmp_pa
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("HOME", str(tmp_path))
-    cfg = compose_cfg("+experiment=synthetic_dn2", "logger=wandb", "callbacks=none")
+    cfg = compose_cfg("+experiment=dn2_synthetic", "logger=wandb", "callbacks=none")
     run(cfg)
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))

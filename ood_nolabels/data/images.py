@@ -147,3 +147,31 @@ def missing_data_error(dataset: str, root: Path | str, layout: str, hint: str) -
         f"{dataset} not found under {Path(root).resolve()}.\n"
         f"Expected layout:\n{layout.rstrip()}\n{hint}"
     )
+
+
+class NeighborsDataset(Dataset):
+    """Yields ``(transform(anchor), transform(random mined neighbour), index)`` for SCAN."""
+
+    def __init__(
+        self,
+        images: LabeledImages,
+        neighbors: torch.Tensor,
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        if len(neighbors) != len(images):
+            raise ValueError(f"{len(images)} images but neighbours for {len(neighbors)}")
+        self.images = images
+        self.neighbors = neighbors
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        choice = int(torch.randint(self.neighbors.shape[1], ()))
+        neighbor = int(self.neighbors[index, choice])
+        return (
+            self.transform(self.images.get_image(index)),
+            self.transform(self.images.get_image(neighbor)),
+            index,
+        )

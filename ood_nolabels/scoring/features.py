@@ -38,13 +38,15 @@ class FeatureExtractor(L.LightningModule):
         self.backbone = backbone
         self.split_names = list(split_names)
         self.channels_last = channels_last
+        if channels_last:
+            # Here, not in a test hook: parameters re-created under inference mode would become
+            # inference tensors that can never be trained again.
+            self.backbone.to(memory_format=torch.channels_last)
         self.features: dict[str, torch.Tensor] = {}
         self._chunks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     def on_test_epoch_start(self) -> None:
         self._chunks = {name: [] for name in self.split_names}
-        if self.channels_last:
-            self.backbone.to(memory_format=torch.channels_last)
 
     def test_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0

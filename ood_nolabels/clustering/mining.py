@@ -1,0 +1,71 @@
+"""Nearest-neighbour mining in SimCLR feature space: the "neighbours" SCAN pulls together."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+try:
+    import faiss
+except ImportError:  # faiss is optional: the chunked torch search gives the same neighbours
+    faiss = None
+
+
+def _search_faiss(features: torch.Tensor, k: int) -> torch.Tensor:
+    index = faiss.IndexFlatIP(features.shape[1])
+    index.add(features.numpy())
+    _, indices = index.search(features.numpy(), k)
+    return torch.from_numpy(indices).long()
+
+
+def _search_torch(features: torch.Tensor, k: int, chunk_size: int) -> torch.Tensor:
+    """Exact top-k by inner product; memory is bounded by ``chunk_size`` x ``N`` similarities."""
+    chunks = [
+        (queries @ features.T).topk(k, dim=1).indices for queries in features.split(chunk_size)
+    ]
+    return torch.cat(chunks)
+
+
+def _drop_self(candidates: torch.Tensor) -> torch.Tensor:
+    """Remove each row's own index from its ``k + 1`` candidates, else its last candidate.
+
+    With duplicate points the query may tie with its copies and be ranked anywhere or not at
+    all, so the query index is looked up instead of assuming it comes first.
+    """
+    n, width = candidates.shape
+    is_self = candidates == torch.arange(n).unsqueeze(1)
+    drop = torch.where(is_self.any(dim=1), is_self.int().argmax(dim=1), width - 1)
+    keep = torch.ones_like(candidates, dtype=torch.bool)
+    keep[torch.arange(n), drop] = False
+    return candidates[keep].view(n, width - 1)
+
+
+def mine_neighbors(
+    features: torch.Tensor | np.ndarray, k: int, use_faiss: bool = True, chunk_size: int = 1024
+) -> torch.Tensor:
+    """Indices ``(N, k)`` of each point's ``k`` most cosine-similar other points.
+
+    Uses an exact faiss ``IndexFlatIP`` when faiss is installed and ``use_faiss``, otherwise a
+    chunked torch matmul; both return the same neighbours up to ties.
+    """
+    features = torch.as_tensor(features).detach().float().cpu()
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(features.shape)}")
+    if not 1 <= k < len(features):
+        raise ValueError(f"k must be in [1, N-1] = [1, {len(features) - 1}], got {k}")
+    features = F.normalize(features, dim=1).contiguous()
+    if use_faiss and faiss is not None:
+        candidates = _search_faiss(features, k + 1)
+    else:
+        candidates = _search_torch(features, k + 1, chunk_size)
+    return _drop_self(candidates)
+
+
+def neighbor_purity(
+    neighbors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
+) -> float:
+    """Mean fraction of neighbours sharing their anchor's label (SCAN's mining sanity check)."""
+    neighbors = torch.as_tensor(neighbors).long()
+    labels = torch.as_tensor(labels)
+    return (labels[neighbors] == labels.unsqueeze(1)).float().mean().item()

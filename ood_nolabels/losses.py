@@ -1,0 +1,105 @@
+"""Losses of the pseudo-labelling pipeline: SimCLR, SCAN clustering and SCAN self-labelling.
+
+Pure functions of tensors so the Lightning modules stay thin and the formulas are testable
+against independent implementations. Formulas follow SimCLR (Chen et al., 2020) and the official
+SCAN code (van Gansbeke et al., ECCV 2020).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8  # SCAN's clamp: keeps log() finite when a probability underflows to zero
+
+
+class NoConfidentSamplesError(ValueError):
+    """No sample of a self-labelling batch passed the confidence threshold.
+
+    A dedicated type so callers can tell this recoverable configuration problem (threshold too
+    high, or SCAN not trained enough) from genuine bugs, instead of silently training on NaN.
+    """
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent loss over the ``2N`` views ``cat(z1, z2)``.
+
+    View ``i`` and ``i + N`` form the positive pair; the other ``2N - 2`` views are negatives. The
+    projections are L2-normalised here so callers can pass raw head outputs (also already
+    gathered across DDP ranks). Returns the mean over all ``2N`` anchors.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"z1 and z2 must be (N, D) of equal shape, got {z1.shape}, {z2.shape}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = z @ z.T / temperature
+    # An anchor is never its own negative: exclude the diagonal from the softmax.
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    targets = torch.arange(2 * n, device=z.device).roll(n)
+    return F.cross_entropy(logits, targets)
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of a probability vector, clamped like SCAN to avoid ``0 * log 0``."""
+    p = probabilities.clamp_min(EPS)
+    return -(p * p.log()).sum()
+
+
+def scan_loss(
+    anchor_logits: torch.Tensor, neighbor_logits: torch.Tensor, entropy_weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SCAN clustering loss: ``(total, consistency, entropy)``.
+
+    Consistency pulls an anchor and its mined neighbour into the same cluster
+    (``-mean log <p(a), p(n)>``); the entropy of the mean prediction keeps the clusters from
+    collapsing into one, hence ``total = consistency - entropy_weight * entropy``.
+    """
+    if anchor_logits.shape != neighbor_logits.shape:
+        raise ValueError(
+            f"anchor and neighbour logits differ: {anchor_logits.shape} vs {neighbor_logits.shape}"
+        )
+    anchor_probs = anchor_logits.softmax(dim=1)
+    neighbor_probs = neighbor_logits.softmax(dim=1)
+    agreement = (anchor_probs * neighbor_probs).sum(dim=1)
+    consistency = -agreement.clamp_min(EPS).log().mean()
+    spread = entropy(anchor_probs.mean(dim=0))
+    return consistency - entropy_weight * spread, consistency, spread
+
+
+def confidence_cross_entropy(
+    weak_logits: torch.Tensor,
+    strong_logits: torch.Tensor,
+    threshold: float,
+    class_balance: bool = True,
+) -> torch.Tensor:
+    """SCAN self-labelling loss: cross-entropy of strong views vs confident weak-view labels.
+
+    Only samples whose weak-view max probability exceeds ``threshold`` contribute, so noisy
+    cluster assignments do not reinforce themselves. With ``class_balance`` each class is weighted
+    by ``n_confident / count`` (absent classes weight 1), as the official ``ConfidenceBasedCE``,
+    so the dominant cluster cannot swallow the others. The weak view only provides targets and
+    gets no gradient.
+
+    Raises :class:`NoConfidentSamplesError` when no sample is confident (instead of a NaN loss).
+    """
+    if weak_logits.shape != strong_logits.shape or weak_logits.ndim != 2:
+        raise ValueError(
+            f"weak and strong logits must be (N, C) of equal shape, got "
+            f"{weak_logits.shape}, {strong_logits.shape}"
+        )
+    confidence, targets = weak_logits.detach().softmax(dim=1).max(dim=1)
+    mask = confidence > threshold
+    if not mask.any():
+        raise NoConfidentSamplesError(
+            f"no sample is confident enough for self-labelling: threshold {threshold}, batch size "
+            f"{len(confidence)}, highest confidence {confidence.max().item():.4f}. Lower "
+            "selflabel.threshold or train SCAN longer."
+        )
+    targets = targets[mask]
+    weight = None
+    if class_balance:
+        classes, counts = targets.unique(return_counts=True)
+        weight = torch.ones(weak_logits.shape[1], dtype=strong_logits.dtype, device=targets.device)
+        weight[classes] = len(targets) / counts.to(weight.dtype)
+    return F.cross_entropy(strong_logits[mask], targets, weight=weight, reduction="mean")

@@ -1,0 +1,116 @@
+"""Augmentation pipelines: shapes, value ranges, randomness, Cutout geometry, picklability."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ood_nolabels.data.augment import (
+    Cutout,
+    PairedViews,
+    TwoViews,
+    simclr_transform,
+    strong_transform,
+    weak_transform,
+)
+from ood_nolabels.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
+
+SIZE = 32
+FACTORIES = [simclr_transform, weak_transform, strong_transform]
+
+
+def image(size: int = SIZE, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+
+
+def normalised_bounds() -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = torch.tensor(CIFAR10_MEAN)[:, None, None], torch.tensor(CIFAR10_STD)[:, None, None]
+    return (0 - mean) / std, (1 - mean) / std
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+@pytest.mark.parametrize("mode,size", [("RGB", SIZE), ("L", SIZE), ("RGB", 45)])
+def test_output_shape_dtype_and_range(
+    factory: Callable[..., Callable], mode: str, size: int
+) -> None:
+    torch.manual_seed(0)
+    out = factory(SIZE, CIFAR10_MEAN, CIFAR10_STD)(image(size, mode))
+    low, high = normalised_bounds()
+    assert out.shape == (3, SIZE, SIZE) and out.dtype == torch.float32
+    assert torch.all(out >= low - 1e-6) and torch.all(out <= high + 1e-6)
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_two_views_differ(factory: Callable[..., Callable]) -> None:
+    torch.manual_seed(0)
+    first, second = TwoViews(factory(SIZE, CIFAR10_MEAN, CIFAR10_STD))(image())
+    assert first.shape == second.shape and not torch.equal(first, second)
+
+
+def zero_pixels(tensor: torch.Tensor) -> torch.Tensor:
+    return (tensor == 0).all(dim=0)
+
+
+def assert_single_square(zeros: torch.Tensor, side: int) -> None:
+    """The zero pixels are exactly one filled ``side`` x ``side`` square."""
+    rows, cols = torch.nonzero(zeros, as_tuple=True)
+    assert len(rows) == side * side
+    assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+
+
+def test_cutout_zeroes_one_full_square_inside_the_image() -> None:
+    torch.manual_seed(0)
+    corners = set()
+    for _ in range(50):
+        out = Cutout(16)(torch.ones(3, SIZE, SIZE))
+        assert_single_square(zero_pixels(out), 16)
+        assert torch.all(out[:, ~zero_pixels(out)] == 1)
+        corners.add(tuple(torch.nonzero(zero_pixels(out))[0].tolist()))
+    assert len(corners) > 10  # the hole moves
+
+
+def test_cutout_does_not_modify_its_input() -> None:
+    original = torch.ones(3, 8, 8)
+    Cutout(4)(original)
+    assert torch.all(original == 1)
+
+
+def test_strong_transform_cuts_out_the_configured_square() -> None:
+    """No uint8 pixel normalises to exactly 0 with CIFAR statistics, so every zero is Cutout's."""
+    torch.manual_seed(0)
+    for seed in range(10):
+        out = strong_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD, cutout_fraction=0.25)(
+            image(seed=seed)
+        )
+        assert_single_square(zero_pixels(out), 8)
+    no_cutout = strong_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD, cutout_fraction=0)(image())
+    assert not zero_pixels(no_cutout).any()
+
+
+def test_paired_views_keep_their_order() -> None:
+    """(weak, strong): only the second view carries the Cutout hole."""
+    views = PairedViews(
+        weak_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD),
+        strong_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD),
+    )
+    weak, strong = views(image())
+    assert not zero_pixels(weak).any()
+    assert_single_square(zero_pixels(strong), 16)
+
+
+def test_transforms_pickle_and_still_work_after_unpickling() -> None:
+    weak = weak_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD)
+    strong = strong_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD)
+    for views in (
+        TwoViews(simclr_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD)),
+        PairedViews(weak, strong),
+    ):
+        first, second = pickle.loads(pickle.dumps(views))(image(mode="L"))
+        assert first.shape == second.shape == (3, SIZE, SIZE)

@@ -1,0 +1,114 @@
+"""Stage 1 end to end on the synthetic data: artifacts, reuse, resume, SCAN-features scoring."""
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from ood_nolabels.clustering import pipeline
+from ood_nolabels.runner import RunContext
+from ood_nolabels.train import run
+
+FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
+
+
+def stage_dirs(artifacts: Path) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for path in sorted(artifacts.iterdir()):
+        found.setdefault(path.name.split("-")[0], []).append(path.name)
+    return found
+
+
+def test_scan_features_run_writes_every_stage_and_scores(compose_cfg):
+    cfg = compose_cfg(*FAST)
+    metrics = run(cfg)
+    artifacts = Path(cfg.paths.artifact_dir)
+    assert set(stage_dirs(artifacts)) == {"simclr", "mining", "scan", "selflabel"}
+    (selflabel_dir,) = artifacts.glob("selflabel-*")
+    pseudo_labels = torch.load(selflabel_dir / "pseudo_labels.pt")
+    assert (
+        pseudo_labels.shape == (64,)
+        and 0 <= int(pseudo_labels.min()) <= int(pseudo_labels.max()) < cfg.K
+    )
+    for name in (
+        "cluster/acc",
+        "cluster/nmi",
+        "cluster/simclr_kmeans/acc",
+        "cluster/mining/neighbor_purity",
+        "cluster/scan/acc",
+        "ood/synthetic_4_5/knn/auroc",
+        "ood/synthetic_4_5/mahalanobis/auroc",
+    ):
+        assert name in metrics, name
+    assert 0.0 <= metrics["cluster/acc"] <= 1.0
+
+
+def test_unchanged_upstream_is_reused_and_changed_stage_retrains(compose_cfg, monkeypatch):
+    run(compose_cfg(*FAST))
+    cfg = compose_cfg(*FAST)
+    before = stage_dirs(Path(cfg.paths.artifact_dir))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a stage was retrained although its config did not change")
+
+    with monkeypatch.context() as patch:  # a scorer sweep reuses every stage
+        patch.setattr(pipeline, "fit_stage", no_training)
+        metrics = run(compose_cfg(*FAST, "scorer=knn"))
+    assert "cluster/selflabel/acc" in metrics  # cached stage metrics are still reported
+    assert stage_dirs(Path(cfg.paths.artifact_dir)) == before
+
+    run(compose_cfg(*FAST, "clustering.scan.epochs=1"))
+    after = stage_dirs(Path(cfg.paths.artifact_dir))
+    assert after["simclr"] == before["simclr"] and after["mining"] == before["mining"]
+    assert len(after["scan"]) == 2 and len(after["selflabel"]) == 2
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAtEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Interrupt
+
+
+def test_interrupted_stage_resumes_from_its_last_checkpoint(compose_cfg, monkeypatch, caplog):
+    cfg = compose_cfg(
+        *FAST, "method=clustering", "clustering.stop_after=simclr", "clustering.simclr.epochs=3"
+    )
+    original = RunContext.trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            RunContext,
+            "trainer",
+            lambda self, callbacks=(), **kw: original(
+                self, callbacks=[*callbacks, InterruptAtEpoch(2)], **kw
+            ),
+        )
+        with pytest.raises(Interrupt):
+            run(cfg)
+    (simclr_dir,) = Path(cfg.paths.artifact_dir).glob("simclr-*")
+    assert not (simclr_dir / "backbone.pt").exists()
+    assert torch.load(simclr_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+
+    with caplog.at_level(logging.INFO, logger=pipeline.__name__):
+        run(cfg)
+    assert any("resuming simclr-" in message for message in caplog.messages)
+    assert (simclr_dir / "backbone.pt").exists()
+    assert torch.load(simclr_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+
+
+def test_k_below_two_is_rejected_before_training(compose_cfg):
+    with pytest.raises(ValueError, match="K .* must be >= 2"):
+        run(compose_cfg(*FAST, "K=1"))
+
+
+def test_unknown_stop_stage_is_rejected(compose_cfg):
+    with pytest.raises(ValueError, match="stop_after='pretext'"):
+        run(compose_cfg(*FAST, "clustering.stop_after=pretext"))

@@ -1,0 +1,98 @@
+"""Stage modules: SCAN head selection, self-label errors, loss guards."""
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ood_nolabels.losses import NoConfidentSamplesError, scan_loss
+from ood_nolabels.models.backbones import Backbone
+from ood_nolabels.stages.base import StageModule
+from ood_nolabels.stages.scan import ClusterModel, SCANModule
+from ood_nolabels.stages.selflabel import SelfLabelModule
+
+
+def tiny_backbone(dim: int = 8) -> Backbone:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, dim))
+    return Backbone(model, feature_dim=dim, image_size=4, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def fit(module: L.LightningModule, loader: DataLoader, epochs: int = 1) -> None:
+    L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(module, loader)
+
+
+def frozen_sgd(params):
+    return torch.optim.SGD(params, lr=0.0)
+
+
+class AnchorNeighbors(torch.utils.data.Dataset):
+    def __init__(self, n: int = 24) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.anchors = torch.randn(n, 3, 4, 4, generator=generator)
+        self.neighbors = self.anchors + 0.1 * torch.randn(n, 3, 4, 4, generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def __getitem__(self, i):
+        return self.anchors[i], self.neighbors[i], i
+
+
+def test_scan_keeps_the_head_with_the_lowest_epoch_loss():
+    torch.manual_seed(0)
+    module = SCANModule(tiny_backbone(), num_clusters=3, optimizer=frozen_sgd, num_heads=4)
+    loader = DataLoader(AnchorNeighbors(), batch_size=8)
+    fit(module, loader)
+    module.eval()
+    with torch.no_grad():  # weights never moved (lr 0): recompute each head's mean batch loss
+        expected = torch.stack(
+            [
+                torch.stack(
+                    [
+                        scan_loss(head(module.backbone(a)), head(module.backbone(n)), 5.0)[0]
+                        for a, n, _ in loader
+                    ]
+                ).mean()
+                for head in module.heads
+            ]
+        )
+    torch.testing.assert_close(module.last_head_losses, expected, rtol=1e-4, atol=1e-5)
+    assert module.best_head == int(expected.argmin())
+    assert module.cluster_model().head is module.heads[module.best_head]
+
+
+def test_scan_rejects_fewer_than_two_clusters():
+    with pytest.raises(ValueError, match="K .* must be >= 2"):
+        SCANModule(tiny_backbone(), num_clusters=1, optimizer=frozen_sgd)
+
+
+def test_scan_heads_only_freezes_the_backbone():
+    module = SCANModule(tiny_backbone(), 3, optimizer=frozen_sgd, update_backbone=False)
+    assert not any(p.requires_grad for p in module.backbone.parameters())
+    assert all(p.requires_grad for p in module.heads.parameters())
+
+
+def test_selflabel_without_confident_samples_stops_with_a_clear_error():
+    model = ClusterModel(tiny_backbone(), nn.Linear(8, 3))
+    nn.init.zeros_(model.head.weight)  # uniform predictions: confidence 1/3 everywhere
+    module = SelfLabelModule(model, optimizer=frozen_sgd, threshold=0.99)
+    images = torch.randn(8, 3, 4, 4)
+    views = [((image, image), i) for i, image in enumerate(images)]  # (weak, strong), index
+    loader = DataLoader(views, batch_size=4)
+    with pytest.raises(NoConfidentSamplesError, match="threshold 0.99"):
+        fit(module, loader)
+
+
+def test_non_finite_loss_is_a_clear_error():
+    module = StageModule(optimizer=frozen_sgd)
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+        module.checked(torch.tensor(float("nan")))
+    assert module.checked(torch.tensor(1.5)) == 1.5
