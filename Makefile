@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PYTHON) -m ood_nolabels.train +experiment=dn2_digits
+	$(PYTHON) -m ood_nolabels.train +experiment=digits
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

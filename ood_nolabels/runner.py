@@ -14,9 +14,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -33,7 +34,10 @@ log = logging.getLogger(__name__)
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     if "wandb" in (cfg.get("logger") or {}):
         log.info("W&B mode: %s", use_offline_wandb_without_credentials())
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    for logger in loggers:  # the whole config, so ablations can be compared by any value
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
 
 
 @dataclass
@@ -102,6 +106,35 @@ class RunContext:
             for name, value in trainer.callback_metrics.items()
             if name.startswith(f"{prefix}/")
         }
+
+    def fit(
+        self,
+        module: L.LightningModule,
+        loader: DataLoader,
+        epochs: int,
+        directory: Path,
+        callbacks: Sequence[L.Callback] = (),
+    ) -> None:
+        """Train one stage, resuming from ``directory/checkpoints/last.ckpt`` when a run was cut."""
+        last = directory / "checkpoints" / "last.ckpt"
+        # One file, overwritten at every epoch end (no monitor: the latest epoch is the one kept).
+        checkpoint = ModelCheckpoint(
+            dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False
+        )
+        if last.exists():
+            log.info("resuming %s from %s", directory.name, last)
+        trainer = self.trainer(
+            callbacks=[checkpoint, *callbacks], max_epochs=epochs, default_root_dir=directory
+        )
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=last if last.exists() else None)
+
+    @staticmethod
+    def save(obj: object, path: Path) -> None:
+        """Write an artifact once (global rank 0); every rank waits until it exists."""
+        if rank_zero_only.rank == 0:
+            torch.save(obj, path)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float]) -> None:

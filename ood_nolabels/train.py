@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ood_nolabels.runner import RunContext, build_loggers
-from ood_nolabels.utils.results import results_table, write_metrics
+from ood_nolabels.utils.results import epoch_auroc_table, results_table, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,9 @@ def report(metrics: dict[str, float], output_dir: Path) -> None:
         print("\nClustering of the normal training set (labels used for evaluation only):")
         print("\n".join(f"  {name}: {value:.4f}" for name, value in sorted(clustering.items())))
     print(f"\nOOD detection (%, OOD = positive class):\n{results_table(metrics)}\n")
+    epochs = epoch_auroc_table(metrics)
+    if epochs:
+        print(f"AUROC of each epoch's model vs the weight-averaged model:\n{epochs}\n")
     log.info("metrics written to %s", path)
 
 

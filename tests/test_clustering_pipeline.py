@@ -7,7 +7,6 @@ import lightning as L
 import pytest
 import torch
 
-from ood_nolabels.clustering import pipeline
 from ood_nolabels.runner import RunContext
 from ood_nolabels.train import run
 
@@ -54,7 +53,7 @@ def test_unchanged_upstream_is_reused_and_changed_stage_retrains(compose_cfg, mo
         raise AssertionError("a stage was retrained although its config did not change")
 
     with monkeypatch.context() as patch:  # a scorer sweep reuses every stage
-        patch.setattr(pipeline, "fit_stage", no_training)
+        patch.setattr(RunContext, "fit", no_training)
         metrics = run(compose_cfg(*FAST, "scorer=knn"))
     assert "cluster/selflabel/acc" in metrics  # cached stage metrics are still reported
     assert stage_dirs(Path(cfg.paths.artifact_dir)) == before
@@ -97,7 +96,7 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(compose_cfg, monkeyp
     assert not (simclr_dir / "backbone.pt").exists()
     assert torch.load(simclr_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
-    with caplog.at_level(logging.INFO, logger=pipeline.__name__):
+    with caplog.at_level(logging.INFO, logger="ood_nolabels.runner"):
         run(cfg)
     assert any("resuming simclr-" in message for message in caplog.messages)
     assert (simclr_dir / "backbone.pt").exists()

@@ -3,6 +3,7 @@
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -19,14 +20,7 @@ def tiny_backbone(dim: int = 8) -> Backbone:
 
 
 def fit(module: L.LightningModule, loader: DataLoader, epochs: int = 1) -> None:
-    L.Trainer(
-        accelerator="cpu",
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(module, loader)
+    quiet_trainer(max_epochs=epochs).fit(module, loader)
 
 
 def frozen_sgd(params):

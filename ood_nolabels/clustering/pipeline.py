@@ -12,15 +12,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import EMAWeightAveraging
 from omegaconf import DictConfig
 from sklearn.cluster import KMeans
-from torch.utils.data import DataLoader
 
 from ood_nolabels.clustering.metrics import cluster_metrics
 from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
@@ -55,37 +52,6 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 def augmentation(config: DictConfig, backbone: Backbone):
     """Instantiate an augmentation partial for the backbone's input size and statistics."""
     return instantiate(config)(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
-
-
-def fit_stage(
-    ctx: RunContext,
-    module: L.LightningModule,
-    loader: DataLoader,
-    epochs: int,
-    directory: Path,
-    callbacks: list[L.Callback] | None = None,
-) -> None:
-    """Train one stage, resuming from ``directory/checkpoints/last.ckpt`` when a run was cut."""
-    checkpoints = directory / "checkpoints"
-    last = checkpoints / "last.ckpt"
-    # One file, overwritten at every epoch end (no monitor: the latest epoch is the one kept).
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoints, filename=last.stem, save_top_k=1, enable_version_counter=False
-    )
-    if last.exists():
-        log.info("resuming %s from %s", directory.name, last)
-    trainer = ctx.trainer(
-        callbacks=[checkpoint, *(callbacks or [])], max_epochs=epochs, default_root_dir=directory
-    )
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=str(last) if last.exists() else None)
-
-
-def save_on_rank_zero(obj, path: Path) -> None:
-    """Write an artifact once; every rank waits until it exists."""
-    if rank_zero_only.rank == 0:
-        torch.save(obj, path)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 class ClusteringPipeline:
@@ -141,8 +107,8 @@ class ClusteringPipeline:
             **cfg.module,
         )
         loader = self.ctx.train_loader(IndexedDataset(self.images, views), cfg.batch_size)
-        fit_stage(self.ctx, module, loader, cfg.epochs, directory)
-        save_on_rank_zero(backbone.state_dict(), weights)
+        self.ctx.fit(module, loader, cfg.epochs, directory)
+        self.ctx.save(backbone.state_dict(), weights)
         return backbone, directory
 
     def mining(self, backbone: Backbone, simclr_dir: Path) -> tuple[torch.Tensor, Path]:
@@ -165,7 +131,7 @@ class ClusteringPipeline:
             metrics |= prefixed(cluster_metrics(predictions, self.labels), "cluster/simclr_kmeans")
         self.metrics |= metrics
         write_json(metrics_path, metrics)
-        save_on_rank_zero(neighbors, path)
+        self.ctx.save(neighbors, path)
         return neighbors, directory
 
     def scan(
@@ -187,8 +153,8 @@ class ClusteringPipeline:
         else:
             dataset = NeighborsDataset(self.images, neighbors, augmentation(cfg.augment, backbone))
             loader = self.ctx.train_loader(dataset, cfg.batch_size)
-            fit_stage(self.ctx, module, loader, cfg.epochs, directory)
-            save_on_rank_zero(module.state_dict(), weights)
+            self.ctx.fit(module, loader, cfg.epochs, directory)
+            self.ctx.save(module.state_dict(), weights)
         return module.cluster_model(), directory
 
     def selflabel(self, model: ClusterModel, scan_dir: Path) -> torch.Tensor:
@@ -212,8 +178,8 @@ class ClusteringPipeline:
             )
             ema = [EMAWeightAveraging(decay=cfg.ema_decay)] if cfg.ema_decay else []
             loader = self.ctx.train_loader(IndexedDataset(self.images, views), cfg.batch_size)
-            fit_stage(self.ctx, module, loader, cfg.epochs, directory, callbacks=ema)
-            save_on_rank_zero(model.state_dict(), weights)
+            self.ctx.fit(module, loader, cfg.epochs, directory, callbacks=ema)
+            self.ctx.save(model.state_dict(), weights)
         return self.cluster_predictions("selflabel", model, directory)
 
     def cluster_predictions(self, stage: str, model: ClusterModel, directory: Path) -> torch.Tensor:
@@ -231,5 +197,5 @@ class ClusteringPipeline:
             metrics |= prefixed(cluster_metrics(labels, self.labels), f"cluster/{stage}")
         self.metrics |= metrics
         write_json(metrics_path, metrics)
-        save_on_rank_zero(labels, path)
+        self.ctx.save(labels, path)
         return labels

@@ -37,6 +37,29 @@ def results_table(metrics: dict[str, float], prefix: str = "ood") -> str:
     return "\n".join([fmt(header), separator, *(fmt(line) for line in lines)])
 
 
+def epoch_auroc_table(metrics: dict[str, float]) -> str:
+    """AUROC (%) of each epoch's model, their mean, and the weight-averaged model."""
+    prefixes = {name.split("/")[0].removeprefix("ood_epoch") for name in metrics}
+    epochs = sorted(int(p) for p in prefixes if p.isdigit())
+    rows = sorted(
+        name.removeprefix("ood/").removesuffix("/auroc")
+        for name in metrics
+        if name.startswith("ood/") and name.endswith("/auroc")
+    )
+    if not epochs or not rows:
+        return ""
+    header = "| OOD set / scorer | " + " | ".join(f"epoch {e}" for e in epochs)
+    header += " | epoch mean | averaged |"
+    lines = [header, "|" + "---|" * (len(epochs) + 3)]
+    for row in rows:
+        cells = [metrics.get(f"ood_epoch{e}/{row}/auroc") for e in epochs]
+        cells += [metrics.get(f"ood_epoch_mean/{row}/auroc"), metrics[f"ood/{row}/auroc"]]
+        lines.append(
+            f"| {row} | " + " | ".join("-" if c is None else f"{100 * c:.1f}" for c in cells) + " |"
+        )
+    return "\n".join(lines)
+
+
 def write_metrics(metrics: dict[str, float], output_dir: str | Path) -> Path:
     """``metrics.json`` in the run directory, sorted for easy diffing."""
     path = Path(output_dir) / "metrics.json"
