@@ -7,6 +7,7 @@ stages from it, so every stage uses the same trainer settings, loggers and data.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,9 @@ class RunContext:
         trainer = self.trainer(
             callbacks=[checkpoint, *callbacks], max_epochs=epochs, default_root_dir=directory
         )
+        start = time.perf_counter()
         trainer.fit(module, train_dataloaders=loader, ckpt_path=last if last.exists() else None)
+        log.info("%s: trained in %.1f s", directory.name, time.perf_counter() - start)
 
     @staticmethod
     def save(obj: object, path: Path) -> None:

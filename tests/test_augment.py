@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import RandomAffine
 
 from ood_nolabels.data.augment import (
     Cutout,
@@ -114,3 +115,43 @@ def test_transforms_pickle_and_still_work_after_unpickling() -> None:
     ):
         first, second = pickle.loads(pickle.dumps(views))(image(mode="L"))
         assert first.shape == second.shape == (3, SIZE, SIZE)
+
+
+def random_affines(transform) -> list:
+    return [t for t in transform.transforms if isinstance(t, RandomAffine)]
+
+
+@pytest.mark.parametrize("factory", [simclr_transform, strong_transform])
+def test_affine_option_is_off_by_default_and_configurable(factory: Callable[..., Callable]) -> None:
+    assert not random_affines(factory(SIZE, CIFAR10_MEAN, CIFAR10_STD))
+    # Hydra passes lists; they become the tuples RandomAffine expects.
+    transform = factory(
+        SIZE,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        affine_degrees=10,
+        affine_translate=[0.1, 0.1],
+        affine_scale=[0.9, 1.1],
+    )
+    (affine,) = random_affines(transform)
+    assert affine.degrees == [-10.0, 10.0]
+    assert affine.translate == (0.1, 0.1) and affine.scale == (0.9, 1.1)
+    torch.manual_seed(0)
+    out = transform(image(mode="L"))
+    low, high = normalised_bounds()
+    assert out.shape == (3, SIZE, SIZE)
+    assert torch.all(out >= low - 1e-6) and torch.all(out <= high + 1e-6)
+    assert pickle.loads(pickle.dumps(transform))(image()).shape == (3, SIZE, SIZE)
+
+
+def test_simclr_affine_moves_the_image() -> None:
+    """With crops, jitter and flips off, only the affine warp changes the view."""
+    kwargs = dict(crop_scale=(1.0, 1.0), jitter_p=0.0, grayscale_p=0.0, hflip=False)
+    plain = simclr_transform(SIZE, CIFAR10_MEAN, CIFAR10_STD, **kwargs)
+    warped = simclr_transform(
+        SIZE, CIFAR10_MEAN, CIFAR10_STD, affine_degrees=10, affine_translate=(0.2, 0.2), **kwargs
+    )
+    torch.manual_seed(0)
+    assert torch.equal(plain(image()), plain(image()))
+    views = [warped(image()) for _ in range(5)]
+    assert not any(torch.equal(view, plain(image())) for view in views)

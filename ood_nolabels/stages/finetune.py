@@ -59,6 +59,8 @@ class FinetuneModule(StageModule):
         logits = self.head(self.backbone(images))
         loss = self.checked(F.cross_entropy(logits, targets))
         accuracy = (logits.argmax(1) == targets).float().mean()
-        self.log("finetune/train_loss", loss, prog_bar=True, batch_size=len(images))
-        self.log("finetune/train_acc", accuracy, prog_bar=True, batch_size=len(images))
+        self.log("finetune/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(images))
+        self.log(
+            "finetune/train_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=len(images)
+        )
         return loss

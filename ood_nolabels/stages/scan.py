@@ -80,9 +80,9 @@ class SCANModule(StageModule):
         total = self.checked(losses[:, 0].sum())
         mean = losses.mean(0)
         n = len(anchors)
-        self.log("scan/train_loss", mean[0], prog_bar=True, batch_size=n)
-        self.log("scan/consistency", mean[1], batch_size=n)
-        self.log("scan/entropy", mean[2], batch_size=n)
+        self.log("scan/train_loss", mean[0], prog_bar=True, on_epoch=True, batch_size=n)
+        self.log("scan/consistency", mean[1], on_epoch=True, batch_size=n)
+        self.log("scan/entropy", mean[2], on_epoch=True, batch_size=n)
         return total
 
     def on_train_epoch_end(self) -> None:

@@ -39,6 +39,6 @@ class SelfLabelModule(StageModule):
         )
         loss = self.checked(loss)
         confident = (weak_logits.softmax(1).max(1).values > self.threshold).float().mean()
-        self.log("selflabel/train_loss", loss, prog_bar=True, batch_size=len(weak))
-        self.log("selflabel/confident_fraction", confident, batch_size=len(weak))
+        self.log("selflabel/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(weak))
+        self.log("selflabel/confident_fraction", confident, on_epoch=True, batch_size=len(weak))
         return loss

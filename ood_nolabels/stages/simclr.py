@@ -46,5 +46,5 @@ class SimCLRModule(StageModule):
             z1 = self.all_gather(z1, sync_grads=True).flatten(0, 1)
             z2 = self.all_gather(z2, sync_grads=True).flatten(0, 1)
         loss = self.checked(nt_xent(z1, z2, self.temperature))
-        self.log("simclr/train_loss", loss, prog_bar=True, batch_size=len(view1))
+        self.log("simclr/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(view1))
         return loss
