@@ -20,8 +20,9 @@ def stage_dirs(artifacts: Path) -> dict[str, list[str]]:
     return found
 
 
-def test_scan_features_run_writes_every_stage_and_scores(compose_cfg):
-    cfg = compose_cfg(*FAST)
+@pytest.mark.parametrize("ema_decay", ["null", "0.9"])
+def test_scan_features_run_writes_every_stage_and_scores(compose_cfg, ema_decay):
+    cfg = compose_cfg(*FAST, f"clustering.selflabel.ema_decay={ema_decay}")
     metrics = run(cfg)
     artifacts = Path(cfg.paths.artifact_dir)
     assert set(stage_dirs(artifacts)) == {"simclr", "mining", "scan", "selflabel"}

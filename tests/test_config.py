@@ -110,3 +110,32 @@ def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
     assert (selflabel.epochs, selflabel.batch_size) == (200, 1000)
     assert selflabel.module.threshold == 0.99 and selflabel.module.class_balance
     assert (selflabel.optimizer.lr, selflabel.optimizer.weight_decay) == (1e-4, 1e-4)
+
+
+@pytest.mark.parametrize(
+    "experiment,backbone",
+    [
+        ("cifar10_vit", "vit_base_patch16_224.augreg_in21k"),
+        ("cifar10_resnet152", "resnet152.tv_in1k"),
+        ("cifar10_resnet18", "resnet18.tv_in1k"),
+        ("imagenet30_clip", "ViT-B-16"),
+    ],
+)
+def test_paper_presets_use_the_paper_finetuning(compose_cfg, experiment, backbone):
+    cfg = compose_cfg(f"+experiment={experiment}")
+    assert cfg.backbone.name == backbone
+    assert cfg.method._target_ == "ood_nolabels.methods.pseudo_label_finetune"
+    assert cfg.pseudo_labels._target_ == "ood_nolabels.pseudo_labels.scan"
+    finetune = cfg.finetune
+    assert finetune.epochs == 5 and finetune.optimizer._target_ == "torch.optim.Adam"
+    assert finetune.optimizer.lr == 1e-5 and finetune.scheduler.eta_min == 1e-6
+    assert finetune.scheduler.T_max == 5
+    assert cfg.scorer.knn.k == 1 and "mahalanobis" in cfg.scorer
+    assert cfg.trainer.precision == "bf16-mixed"
+    expected_ood = (
+        {"cifar100", "svhn", "lsun", "lsun_fix"}
+        if "cifar" in experiment
+        else {"cub200", "dogs", "pets", "flowers102", "food101", "places365", "caltech256"}
+    )
+    assert set(cfg.ood) == expected_ood
+    assert cfg.K == (10 if "cifar" in experiment else 30)
