@@ -49,7 +49,14 @@ def finetune_backbone(ctx: RunContext, backbone: Backbone, labels: torch.Tensor)
     cfg = ctx.cfg.finetune
     labels_digest = hashlib.sha256(labels.numpy().tobytes()).hexdigest()
     directory = stage_dir(
-        ctx.artifact_dir, "finetune", ctx.cfg.backbone, cfg, labels_digest, ctx.cfg.seed
+        ctx.artifact_dir,
+        "finetune",
+        ctx.cfg.dataset,
+        ctx.cfg.backbone,
+        cfg,
+        ctx.cfg.K,
+        labels_digest,
+        ctx.cfg.seed,
     )
     snapshots = EpochSnapshots(directory / "epochs")
     averaged = directory / "averaged.pt"

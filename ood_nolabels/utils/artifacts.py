@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
@@ -29,6 +30,7 @@ def stage_dir(root: Path, stage: str, *depends_on: Any) -> Path:
     return path
 
 
+@rank_zero_only
 def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
