@@ -12,8 +12,7 @@ from collections.abc import Sequence
 
 import lightning as L
 import torch
-
-from ood_nolabels.models.backbones import Backbone
+from torch import nn
 
 
 def unique_by_index(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -26,14 +25,17 @@ def unique_by_index(features: torch.Tensor, indices: torch.Tensor) -> torch.Tens
 
 
 class FeatureExtractor(L.LightningModule):
-    """Runs a backbone over the test loaders (one per split) and gathers the features.
+    """Runs a model over the test loaders (one per split) and gathers its outputs.
+
+    The model is usually a :class:`~ood_nolabels.models.backbones.Backbone` (features) but any
+    module works, e.g. a cluster model whose outputs are logits.
 
     Use with ``trainer.test(extractor, dataloaders=[...])`` where the loaders yield
     ``(images, indices)`` in the order of ``split_names``. Subclasses act on the gathered
     features in :meth:`on_features`, which runs on every rank with identical inputs.
     """
 
-    def __init__(self, backbone: Backbone, split_names: Sequence[str], channels_last: bool = True):
+    def __init__(self, backbone: nn.Module, split_names: Sequence[str], channels_last: bool = True):
         super().__init__()
         self.backbone = backbone
         self.split_names = list(split_names)
