@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
-from sklearn.cluster import KMeans
 
 from ood_nolabels.clustering.metrics import cluster_metrics
-from ood_nolabels.clustering.pipeline import ClusteringPipeline
+from ood_nolabels.clustering.pipeline import ClusteringPipeline, kmeans_clusters, prefixed
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.runner import RunContext
@@ -35,14 +33,9 @@ def scan(ctx: RunContext, backbone: Backbone) -> Labels:
 def kmeans(ctx: RunContext, backbone: Backbone, n_init: int = 10) -> Labels:
     """The paper's ablation: k-means with K clusters on the pretrained features."""
     features = ctx.extract(backbone, backbone.transform(), [NORMAL_TRAIN])[NORMAL_TRAIN]
-    clusterer = KMeans(ctx.cfg.K, n_init=n_init, random_state=ctx.cfg.seed)
-    labels = torch.as_tensor(clusterer.fit_predict(F.normalize(features, dim=1).numpy())).long()
+    labels = kmeans_clusters(features, ctx.cfg.K, ctx.cfg.seed, n_init)
     truth = ctx.datamodule.train_labels()
-    metrics = {}
-    if truth is not None:
-        metrics = {
-            f"cluster/{name}": value for name, value in cluster_metrics(labels, truth).items()
-        }
+    metrics = {} if truth is None else prefixed(cluster_metrics(labels, truth), "cluster")
     ctx.log_metrics(metrics)
     return labels, metrics
 

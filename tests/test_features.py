@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 
 from ood_nolabels.data.datamodule import OODDataModule
@@ -41,14 +41,7 @@ def extract(tmp_path: Path, **trainer_kwargs) -> dict[str, torch.Tensor]:
     backbone = tiny_backbone()
     loaders = dm.eval_loaders(backbone.transform())
     path = tmp_path / f"features_{trainer_kwargs.get('devices', 1)}.pt"
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **trainer_kwargs,
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path, **trainer_kwargs)
     trainer.test(
         SavingExtractor(backbone, list(loaders), str(path)), list(loaders.values()), verbose=False
     )

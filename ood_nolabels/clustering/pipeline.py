@@ -49,6 +49,12 @@ def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in metrics.items()}
 
 
+def kmeans_clusters(features: torch.Tensor, k: int, seed: int, n_init: int = 10) -> torch.Tensor:
+    """k-means on L2-normalised features (cosine geometry, as the kNN scorer and the mining)."""
+    clusterer = KMeans(k, n_init=n_init, random_state=seed)
+    return torch.as_tensor(clusterer.fit_predict(F.normalize(features, dim=1).numpy())).long()
+
+
 def augmentation(config: DictConfig, backbone: Backbone):
     """Instantiate an augmentation partial for the backbone's input size and statistics."""
     return instantiate(config)(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
@@ -126,8 +132,7 @@ class ClusteringPipeline:
         metrics = {}
         if self.labels is not None:
             metrics["cluster/mining/neighbor_purity"] = neighbor_purity(neighbors, self.labels)
-            kmeans = KMeans(self.num_clusters, n_init=10, random_state=self.ctx.cfg.seed)
-            predictions = kmeans.fit_predict(F.normalize(features, dim=1).numpy())
+            predictions = kmeans_clusters(features, self.num_clusters, self.ctx.cfg.seed)
             metrics |= prefixed(cluster_metrics(predictions, self.labels), "cluster/simclr_kmeans")
         self.metrics |= metrics
         write_json(metrics_path, metrics)
