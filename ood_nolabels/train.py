@@ -1,37 +1,60 @@
 """Hydra entry point: ``python -m ood_nolabels.train +experiment=<name> [overrides]``.
 
-Builds the data, loggers and method from the composed config with ``hydra.utils.instantiate``,
-runs the method (DN2, SCAN features, clustering only, ...), prints the OOD results table and
-writes ``metrics.json`` and the resolved config into the run directory.
+The only module that reads the composed config: it builds the data, loggers and artifact store
+into a :class:`~ood_nolabels.runtime.Runtime`, instantiates the method (whose inputs are wired in
+its yaml) and runs it, then prints the results table and writes ``metrics.json``, the per-image
+``scores.csv`` and the resolved config into the run directory.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 from pathlib import Path
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ood_nolabels.runner import RunContext, build_loggers
-from ood_nolabels.utils.results import epoch_auroc_table, results_table, write_metrics
+from ood_nolabels.methods import RunResult
+from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.scoring.evaluation import EvaluationResult
+from ood_nolabels.stages.cache import ArtifactStore
+from ood_nolabels.utils.wandb_mode import use_offline_wandb_without_credentials
 
 log = logging.getLogger(__name__)
 
 
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    if "wandb" in (cfg.get("logger") or {}):
+        log.info("W&B mode: %s", use_offline_wandb_without_credentials())
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    for logger in loggers:  # the whole config, so ablations can be compared by any value
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def build_runtime(cfg: DictConfig) -> Runtime:
+    return Runtime(
+        datamodule=instantiate(cfg.data),
+        artifacts=ArtifactStore(Path(cfg.paths.artifact_dir), cfg.seed),
+        trainer=cfg.trainer,
+        callbacks=cfg.get("callbacks") or {},
+        loggers=build_loggers(cfg),
+        data_key=OmegaConf.to_container(cfg.dataset, resolve=True),
+    )
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run the configured method and return its metrics."""
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
-    ctx = RunContext(cfg, instantiate(cfg.data), build_loggers(cfg))
-    metrics = instantiate(cfg.method)(ctx)
-    report(metrics, output_dir)
-    return metrics
+    result: RunResult = instantiate(cfg.method)(build_runtime(cfg))
+    report(result, output_dir)
+    return result.metrics
 
 
 @rank_zero_only
@@ -40,9 +63,26 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
 
 
+def write_scores(evaluation: EvaluationResult, output_dir: Path) -> Path:
+    """``scores.csv``: one row per scored image (split, index in the split, scorer, score)."""
+    path = output_dir / "scores.csv"
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["split", "index", "scorer", "score"])
+        for scorer, splits in evaluation.scores.items():
+            for split, scores in splits.items():
+                writer.writerows(
+                    (split, i, scorer, f"{s:.8g}") for i, s in enumerate(scores.tolist())
+                )
+    return path
+
+
 @rank_zero_only
-def report(metrics: dict[str, float], output_dir: Path) -> None:
+def report(result: RunResult, output_dir: Path) -> None:
+    metrics = result.metrics
     path = write_metrics(metrics, output_dir)
+    if result.evaluation is not None:
+        write_scores(result.evaluation, output_dir)
     clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}
     if clustering:
         print("\nClustering of the normal training set (labels used for evaluation only):")

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from ood_nolabels.runner import RunContext
+from ood_nolabels.runtime import Runtime
 from ood_nolabels.train import run
 
 FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
@@ -16,6 +16,8 @@ FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
 def stage_dirs(artifacts: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted(artifacts.iterdir()):
+        if path.suffix == ".lock":
+            continue
         found.setdefault(path.name.split("-")[0], []).append(path.name)
     return found
 
@@ -26,7 +28,7 @@ def test_scan_features_run_writes_every_stage_and_scores(compose_cfg, ema_decay)
     metrics = run(cfg)
     artifacts = Path(cfg.paths.artifact_dir)
     assert set(stage_dirs(artifacts)) == {"simclr", "mining", "scan", "selflabel"}
-    (selflabel_dir,) = artifacts.glob("selflabel-*")
+    (selflabel_dir,) = artifacts.glob("selflabel-*[0-9a-f]")
     pseudo_labels = torch.load(selflabel_dir / "pseudo_labels.pt")
     assert (
         pseudo_labels.shape == (64,)
@@ -54,7 +56,7 @@ def test_unchanged_upstream_is_reused_and_changed_stage_retrains(compose_cfg, mo
         raise AssertionError("a stage was retrained although its config did not change")
 
     with monkeypatch.context() as patch:  # a scorer sweep reuses every stage
-        patch.setattr(RunContext, "fit", no_training)
+        patch.setattr(Runtime, "fit", no_training)
         metrics = run(compose_cfg(*FAST, "scorer=knn"))
     assert "cluster/selflabel/acc" in metrics  # cached stage metrics are still reported
     assert stage_dirs(Path(cfg.paths.artifact_dir)) == before
@@ -82,26 +84,29 @@ def test_interrupted_stage_resumes_from_its_last_checkpoint(compose_cfg, monkeyp
     cfg = compose_cfg(
         *FAST, "method=clustering", "clustering.stop_after=simclr", "clustering.simclr.epochs=3"
     )
-    original = RunContext.trainer
+    original = Runtime.make_trainer
     with monkeypatch.context() as patch:
         patch.setattr(
-            RunContext,
-            "trainer",
+            Runtime,
+            "make_trainer",
             lambda self, callbacks=(), **kw: original(
                 self, callbacks=[*callbacks, InterruptAtEpoch(2)], **kw
             ),
         )
         with pytest.raises(Interrupt):
             run(cfg)
-    (simclr_dir,) = Path(cfg.paths.artifact_dir).glob("simclr-*")
-    assert not (simclr_dir / "backbone.pt").exists()
-    assert torch.load(simclr_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    artifacts = Path(cfg.paths.artifact_dir)
+    (work_dir,) = artifacts.glob("simclr-*.partial")  # never published: no complete directory
+    assert not (work_dir / "simclr.pt").exists() and not list(artifacts.glob("simclr-*[0-9a-f]"))
+    assert torch.load(work_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
 
-    with caplog.at_level(logging.INFO, logger="ood_nolabels.runner"):
+    with caplog.at_level(logging.INFO):
         run(cfg)
     assert any("resuming simclr-" in message for message in caplog.messages)
-    assert (simclr_dir / "backbone.pt").exists()
-    assert torch.load(simclr_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert any("simclr-" in m and ": resumed in" in m for m in caplog.messages)
+    simclr_dir = work_dir.with_name(work_dir.name.removesuffix(".partial"))
+    assert (simclr_dir / "simclr.pt").exists() and (simclr_dir / "stage.json").exists()
+    assert not work_dir.exists()
 
 
 def test_k_below_two_is_rejected_before_training(compose_cfg):

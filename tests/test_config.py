@@ -124,8 +124,8 @@ def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
 def test_paper_presets_use_the_paper_finetuning(compose_cfg, experiment, backbone):
     cfg = compose_cfg(f"+experiment={experiment}")
     assert cfg.backbone.name == backbone
-    assert cfg.method._target_ == "ood_nolabels.methods.pseudo_label_finetune"
-    assert cfg.pseudo_labels._target_ == "ood_nolabels.pseudo_labels.scan"
+    assert cfg.method._target_ == "ood_nolabels.methods.pseudo_label_finetune.pseudo_label_finetune"
+    assert cfg.pseudo_labels._target_ == "ood_nolabels.pseudo_labels.scan.scan_clusters"
     finetune = cfg.finetune
     assert finetune.epochs == 5 and finetune.optimizer._target_ == "torch.optim.Adam"
     assert finetune.optimizer.lr == 1e-5 and finetune.scheduler.eta_min == 1e-6

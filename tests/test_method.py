@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ood_nolabels import methods
+from ood_nolabels.methods import pseudo_label_finetune as method
 from ood_nolabels.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,13 +19,13 @@ FAST = ("+experiment=ours_synthetic", "logger=none", "callbacks=none")
 @pytest.mark.parametrize("source", ["scan", "kmeans", "ground_truth"])
 def test_method_reports_averaged_and_per_epoch_metrics(compose_cfg, source, monkeypatch):
     seen = {}
-    original = methods.finetune_backbone
+    original = method.finetune_stage
 
-    def spy(ctx, backbone, labels):
+    def spy(runtime, backbone, backbone_key, labels, *args, **kwargs):
         seen["labels"] = labels
-        return original(ctx, backbone, labels)
+        return original(runtime, backbone, backbone_key, labels, *args, **kwargs)
 
-    monkeypatch.setattr(methods, "finetune_backbone", spy)
+    monkeypatch.setattr(method, "finetune_stage", spy)
     cfg = compose_cfg(*FAST, f"pseudo_labels={source}")
     metrics = run(cfg)
     for prefix in ("ood", "ood_epoch0", "ood_epoch1", "ood_epoch_mean"):

@@ -52,3 +52,8 @@ def cluster_metrics(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:
         "nmi": float(normalized_mutual_info_score(target, pred)),
         "ari": float(adjusted_rand_score(target, pred)),
     }
+
+
+def prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    """``{"acc": ...}`` -> ``{"<prefix>/acc": ...}``."""
+    return {f"{prefix}/{name}": value for name, value in metrics.items()}

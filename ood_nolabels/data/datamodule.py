@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import lightning as L
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ood_nolabels.data.images import ImageSource, IndexedDataset, LabeledImages
 
@@ -63,15 +63,24 @@ class OODDataModule(L.LightningDataModule):
         labels = self.images[NORMAL_TRAIN].labels
         return None if labels is None else torch.as_tensor(labels)
 
-    def loader(
-        self, split: str, transform: Callable[[Image.Image], torch.Tensor], shuffle: bool = False
-    ) -> DataLoader:
-        """A loader of ``(image, index)`` batches for one split."""
+    def loader(self, split: str, transform: Callable[[Image.Image], torch.Tensor]) -> DataLoader:
+        """A loader of ``(image, index)`` batches for one split, in dataset order."""
         self.setup()
         return DataLoader(
             IndexedDataset(self.images[split], transform),
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
+        """Shuffled training batches; the last partial batch is dropped when there are others."""
+        return DataLoader(
+            dataset,
+            batch_size=min(batch_size, len(dataset)),
+            shuffle=True,
+            drop_last=len(dataset) > batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

@@ -8,11 +8,13 @@ exact feature matrix of each split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import lightning as L
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 
 def unique_by_index(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -22,6 +24,72 @@ def unique_by_index(features: torch.Tensor, indices: torch.Tensor) -> torch.Tens
     keep = torch.ones_like(indices, dtype=torch.bool)
     keep[1:] = indices[1:] != indices[:-1]
     return features[keep]
+
+
+@contextmanager
+def channels_last(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in channels-last layout (faster convolutions), then restore the default.
+
+    Restoring matters for reproducibility: a model trained after an extraction must use the same
+    layout (and so the same kernels) as one trained after loading its weights from a file.
+    """
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def gather_features(
+    chunks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``(features, indices)`` batches of one split -> its features in dataset order.
+
+    With ``all_gather`` (more than one rank) every rank's batches are gathered first; ranks hold
+    equally many samples because the DistributedSampler pads, and the padding is dropped here.
+    """
+    features = torch.cat([f for f, _ in chunks])
+    indices = torch.cat([i for _, i in chunks])
+    if all_gather is not None:
+        features = all_gather(features).flatten(0, 1)
+        indices = all_gather(indices).flatten(0, 1)
+    return unique_by_index(features, indices).cpu()
+
+
+def extract_during_fit(
+    trainer: L.Trainer, model: nn.Module, loaders: Mapping[str, DataLoader]
+) -> dict[str, torch.Tensor]:
+    """Features of whole splits in the middle of ``trainer.fit`` (e.g. at an epoch end).
+
+    Runs ``model`` in eval mode under the trainer's precision on its device, shards each split
+    over the ranks and gathers it back, then restores every submodule's train/eval mode.
+    """
+    device = trainer.strategy.root_device
+    world = trainer.world_size
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    features = {}
+    try:
+        with torch.inference_mode(), trainer.precision_plugin.forward_context():
+            for split, loader in loaders.items():
+                if world > 1:
+                    sampler = DistributedSampler(
+                        loader.dataset, world, trainer.global_rank, shuffle=False
+                    )
+                    loader = DataLoader(
+                        loader.dataset, loader.batch_size, sampler=sampler, num_workers=0
+                    )
+                chunks = [
+                    (model(images.to(device)).float(), indices.to(device))
+                    for images, indices in loader
+                ]
+                gather = trainer.strategy.all_gather if world > 1 else None
+                features[split] = gather_features(chunks, gather)
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    return features
 
 
 class FeatureExtractor(L.LightningModule):
@@ -35,15 +103,13 @@ class FeatureExtractor(L.LightningModule):
     features in :meth:`on_features`, which runs on every rank with identical inputs.
     """
 
-    def __init__(self, backbone: nn.Module, split_names: Sequence[str], channels_last: bool = True):
+    def __init__(
+        self, backbone: nn.Module, split_names: Sequence[str], channels_last: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.split_names = list(split_names)
         self.channels_last = channels_last
-        if channels_last:
-            # Here, not in a test hook: parameters re-created under inference mode would become
-            # inference tensors that can never be trained again.
-            self.backbone.to(memory_format=torch.channels_last)
         self.features: dict[str, torch.Tensor] = {}
         self._chunks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
@@ -58,14 +124,6 @@ class FeatureExtractor(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images).float()
         self._chunks[self.split_names[dataloader_idx]].append((features, indices))
-
-    def _gather(self, chunks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        features = torch.cat([f for f, _ in chunks])
-        indices = torch.cat([i for _, i in chunks])
-        if self.trainer.world_size > 1:
-            features = self.all_gather(features).flatten(0, 1)
-            indices = self.all_gather(indices).flatten(0, 1)
-        return unique_by_index(features, indices).cpu()
 
     def _check_complete(self) -> None:
         """A partial bank would silently change every score: refuse it unless asked for."""
@@ -82,7 +140,10 @@ class FeatureExtractor(L.LightningModule):
         missing = [name for name, chunks in self._chunks.items() if not chunks]
         if missing:
             raise RuntimeError(f"no batches were run for {missing}")
-        self.features = {name: self._gather(chunks) for name, chunks in self._chunks.items()}
+        gather = self.all_gather if self.trainer.world_size > 1 else None
+        self.features = {
+            name: gather_features(chunks, gather) for name, chunks in self._chunks.items()
+        }
         self._chunks = {}
         self._check_complete()
         self.on_features(self.features)

@@ -6,11 +6,27 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from ood_nolabels.models.backbones import Backbone
+
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
+
+
+def check_num_clusters(num_clusters: int) -> int:
+    """K, the number of clusters / pseudo-classes, or a clear error."""
+    if num_clusters < 2:
+        raise ValueError(f"K (the number of clusters) must be >= 2, got {num_clusters}")
+    return num_clusters
+
+
+def augmentation_for(config: DictConfig, backbone: Backbone):
+    """Instantiate an augmentation partial for the backbone's input size and statistics."""
+    return instantiate(config)(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
 
 
 class StageModule(L.LightningModule):

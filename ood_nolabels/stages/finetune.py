@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.data.images import IndexedDataset
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.base import OptimizerFactory, SchedulerFactory, StageModule
-from ood_nolabels.stages.scan import check_num_clusters
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    StageModule,
+    check_num_clusters,
+)
+from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
 
 
 class FinetuneModule(StageModule):
@@ -64,3 +81,47 @@ class FinetuneModule(StageModule):
             "finetune/train_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=len(images)
         )
         return loss
+
+
+def finetune(
+    runtime: Runtime,
+    backbone: Backbone,
+    backbone_key: Any,
+    pseudo_labels: torch.Tensor,
+    config: DictConfig,
+    num_classes: int,
+    callbacks: Sequence[L.Callback] = (),
+) -> tuple[list[Path], CachedStage]:
+    """The cached finetune stage with epoch-end weight averaging (the paper's stage 2).
+
+    Leaves the averaged weights in ``backbone`` and returns the per-epoch weight files. The key
+    covers the normal data, ``backbone_key`` (the pretrained backbone's config), ``config`` (the
+    ``finetune`` node), K and the pseudo-labels themselves. ``callbacks`` (e.g. the OOD
+    evaluation) join the fit after the weight averaging.
+    """
+    labels_digest = hashlib.sha256(pseudo_labels.numpy().tobytes()).hexdigest()
+    stage = runtime.stage(
+        "finetune", runtime.data_key, backbone_key, config, num_classes, labels_digest
+    )
+
+    def train(work_dir: Path) -> None:
+        module = FinetuneModule(
+            backbone,
+            pseudo_labels,
+            num_classes,
+            optimizer=instantiate(config.optimizer),
+            scheduler=instantiate(config.scheduler),
+            freeze_bn_stats=config.freeze_bn_stats,
+        )
+        transform = backbone.transform(train=True, **config.augment)
+        dataset = IndexedDataset(runtime.datamodule.images[NORMAL_TRAIN], transform)
+        loader = runtime.datamodule.train_loader(dataset, config.batch_size)
+        averaging = [EpochWeightAveraging(), EpochSnapshots(work_dir / "epochs")]
+        runtime.fit(module, loader, config.epochs, work_dir, callbacks=[*averaging, *callbacks])
+        save_artifact(backbone.state_dict(), work_dir / "averaged.pt")
+
+    def load(directory: Path) -> list[Path]:
+        backbone.load_state_dict(load_artifact(directory / "averaged.pt"))
+        return [EpochSnapshots(directory / "epochs").path(e) for e in range(config.epochs)]
+
+    return stage.run(train, load), stage

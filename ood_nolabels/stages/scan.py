@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics.aggregation import MeanMetric
 
+from ood_nolabels.clustering.kmeans import kmeans_clusters
+from ood_nolabels.clustering.metrics import cluster_metrics, prefixed
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.data.images import LabeledImages, NeighborsDataset
 from ood_nolabels.losses import scan_loss
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.base import OptimizerFactory, SchedulerFactory, StageModule
-
-
-def check_num_clusters(num_clusters: int) -> int:
-    if num_clusters < 2:
-        raise ValueError(f"K (the number of clusters) must be >= 2, got {num_clusters}")
-    return num_clusters
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    StageModule,
+    augmentation_for,
+    check_num_clusters,
+)
+from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
 
 
 class ClusterModel(nn.Module):
@@ -99,3 +109,70 @@ class SCANModule(StageModule):
 
     def cluster_model(self) -> ClusterModel:
         return ClusterModel(self.backbone, self.heads[self.best_head])
+
+
+def cluster_predictions(
+    runtime: Runtime,
+    model: ClusterModel,
+    stage: str,
+    num_clusters: int,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cluster ids of the normal training images and ``cluster/<stage>/...`` metrics
+    (empty clusters; accuracy, NMI and ARI when ground-truth ``labels`` are given)."""
+    loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, model.backbone.transform())}
+    predictions = runtime.extract(model, loaders)[NORMAL_TRAIN].argmax(dim=1)
+    counts = torch.bincount(predictions, minlength=num_clusters)
+    metrics = {f"cluster/{stage}/empty_clusters": float((counts == 0).sum())}
+    if labels is not None:
+        metrics |= prefixed(cluster_metrics(predictions, labels), f"cluster/{stage}")
+    return predictions, metrics
+
+
+def train_scan(
+    runtime: Runtime,
+    images: LabeledImages,
+    backbone: Backbone,
+    neighbors: torch.Tensor,
+    config: DictConfig,
+    num_clusters: int,
+    upstream: CachedStage,
+    labels: torch.Tensor | None = None,
+    mined_features: torch.Tensor | None = None,
+) -> tuple[ClusterModel, torch.Tensor, CachedStage]:
+    """The cached SCAN stage: ``(cluster model with the selected head, its cluster ids, stage)``.
+
+    ``config`` is the ``clustering.scan`` node; the key holds K and the mining stage. With
+    ground-truth ``labels`` and the ``mined_features``, k-means on those features is measured
+    too (``cluster/simclr_kmeans/...``), the reference SCAN has to beat.
+    """
+    check_num_clusters(num_clusters)
+    stage = runtime.stage("scan", upstream.name, config, num_clusters)  # seeds the heads' init
+    module = SCANModule(
+        backbone,
+        num_clusters,
+        optimizer=instantiate(config.optimizer),
+        scheduler=instantiate(config.scheduler),
+        **config.module,
+    )
+
+    def train(work_dir: Path) -> dict[str, float]:
+        dataset = NeighborsDataset(images, neighbors, augmentation_for(config.augment, backbone))
+        loader = runtime.datamodule.train_loader(dataset, config.batch_size)
+        runtime.fit(module, loader, config.epochs, work_dir)
+        save_artifact(module.state_dict(), work_dir / "scan.pt")
+        predictions, metrics = cluster_predictions(
+            runtime, module.cluster_model(), "scan", num_clusters, labels
+        )
+        save_artifact(predictions, work_dir / "pseudo_labels.pt")
+        if labels is not None and mined_features is not None:
+            kmeans = kmeans_clusters(mined_features, num_clusters, stage.seed)
+            metrics |= prefixed(cluster_metrics(kmeans, labels), "cluster/simclr_kmeans")
+        return metrics
+
+    def load(directory: Path) -> torch.Tensor:
+        module.load_state_dict(load_artifact(directory / "scan.pt"))
+        return load_artifact(directory / "pseudo_labels.pt")
+
+    predictions = stage.run(train, load)
+    return module.cluster_model(), predictions, stage

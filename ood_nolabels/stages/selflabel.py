@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
 
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from omegaconf import DictConfig
+
+from ood_nolabels.data.augment import PairedViews
+from ood_nolabels.data.images import IndexedDataset, LabeledImages
 from ood_nolabels.losses import confidence_cross_entropy
-from ood_nolabels.stages.base import OptimizerFactory, SchedulerFactory, StageModule
-from ood_nolabels.stages.scan import ClusterModel
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    StageModule,
+    augmentation_for,
+)
+from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
+from ood_nolabels.stages.scan import ClusterModel, cluster_predictions
 
 
 class SelfLabelModule(StageModule):
@@ -42,3 +56,46 @@ class SelfLabelModule(StageModule):
         self.log("selflabel/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(weak))
         self.log("selflabel/confident_fraction", confident, on_epoch=True, batch_size=len(weak))
         return loss
+
+
+def train_selflabel(
+    runtime: Runtime,
+    images: LabeledImages,
+    model: ClusterModel,
+    config: DictConfig,
+    num_clusters: int,
+    upstream: CachedStage,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, CachedStage]:
+    """The cached self-label stage: trains ``model`` in place; returns its cluster ids, stage.
+
+    ``config`` is the ``clustering.selflabel`` node; ``labels`` (optional) only measure it.
+    """
+    stage = runtime.stage("selflabel", upstream.name, config)
+
+    def train(work_dir: Path) -> dict[str, float]:
+        views = PairedViews(
+            augmentation_for(config.weak_augment, model.backbone),
+            augmentation_for(config.strong_augment, model.backbone),
+        )
+        module = SelfLabelModule(
+            model,
+            optimizer=instantiate(config.optimizer),
+            scheduler=instantiate(config.scheduler),
+            **config.module,
+        )
+        ema = [EMAWeightAveraging(decay=config.ema_decay)] if config.ema_decay else []
+        loader = runtime.datamodule.train_loader(IndexedDataset(images, views), config.batch_size)
+        runtime.fit(module, loader, config.epochs, work_dir, callbacks=ema)
+        save_artifact(model.state_dict(), work_dir / "selflabel.pt")
+        predictions, metrics = cluster_predictions(
+            runtime, model, "selflabel", num_clusters, labels
+        )
+        save_artifact(predictions, work_dir / "pseudo_labels.pt")
+        return metrics
+
+    def load(directory: Path) -> torch.Tensor:
+        model.load_state_dict(load_artifact(directory / "selflabel.pt"))
+        return load_artifact(directory / "pseudo_labels.pt")
+
+    return stage.run(train, load), stage

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch import nn
 
+from ood_nolabels.data.augment import TwoViews
+from ood_nolabels.data.images import IndexedDataset, LabeledImages
 from ood_nolabels.losses import nt_xent
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.base import OptimizerFactory, SchedulerFactory, StageModule
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.base import (
+    OptimizerFactory,
+    SchedulerFactory,
+    StageModule,
+    augmentation_for,
+)
+from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
 
 
 class SimCLRModule(StageModule):
@@ -48,3 +61,29 @@ class SimCLRModule(StageModule):
         loss = self.checked(nt_xent(z1, z2, self.temperature))
         self.log("simclr/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(view1))
         return loss
+
+
+def pretrain_simclr(
+    runtime: Runtime, images: LabeledImages, config: DictConfig
+) -> tuple[SimCLRModule, CachedStage]:
+    """The cached SimCLR stage on the normal training images: the trained backbone + head.
+
+    ``config`` is the ``clustering.simclr`` node (backbone, augment, module, optimizer, ...).
+    """
+    stage = runtime.stage("simclr", runtime.data_key, config)  # seeds what is built next
+    module = SimCLRModule(
+        instantiate(config.backbone),
+        optimizer=instantiate(config.optimizer),
+        scheduler=instantiate(config.scheduler),
+        **config.module,
+    )
+
+    def train(work_dir: Path) -> None:
+        views = TwoViews(augmentation_for(config.augment, module.backbone))
+        dataset = IndexedDataset(images, views)
+        loader = runtime.datamodule.train_loader(dataset, config.batch_size)
+        runtime.fit(module, loader, config.epochs, work_dir)
+        save_artifact(module.state_dict(), work_dir / "simclr.pt")
+
+    stage.run(train, lambda d: module.load_state_dict(load_artifact(d / "simclr.pt")))
+    return module, stage

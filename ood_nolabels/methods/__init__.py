@@ -1,0 +1,20 @@
+"""The methods a run can execute, one file each, selected with the ``method`` config group.
+
+A method is configured as a Hydra partial with its inputs wired in its yaml (``backbone:
+${backbone}``, ``num_clusters: ${K}``, ...) and called by :func:`ood_nolabels.train.run` as
+``method(runtime)``; it returns a :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ood_nolabels.scoring.evaluation import EvaluationResult
+
+
+@dataclass
+class RunResult:
+    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    evaluation: EvaluationResult | None = None

@@ -1,0 +1,106 @@
+"""What every method shares and none owns: the data, the trainer settings, loggers and artifacts.
+
+:func:`ood_nolabels.train.run` builds one :class:`Runtime` per run and passes it to the method;
+everything method-specific (backbone, stage recipes, scorers, K) comes in as the method's own
+arguments, wired in the method's yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ood_nolabels.data.datamodule import OODDataModule
+from ood_nolabels.scoring.features import FeatureExtractor, channels_last
+from ood_nolabels.stages.cache import ArtifactStore, CachedStage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The run's shared resources.
+
+    ``trainer`` and ``callbacks`` are the configs of the ``trainer`` and ``callbacks`` groups
+    (a fresh Trainer is built for every stage); ``data_key`` identifies the normal training data
+    in the stages' cache keys.
+    """
+
+    datamodule: OODDataModule
+    artifacts: ArtifactStore
+    trainer: DictConfig
+    callbacks: Mapping[str, DictConfig] = field(default_factory=dict)
+    loggers: list[Logger] = field(default_factory=list)
+    data_key: Any = None
+
+    def stage(self, name: str, *depends_on: Any) -> CachedStage:
+        """A cached stage keyed by ``depends_on`` (and the run seed)."""
+        return self.artifacts.stage(name, *depends_on)
+
+    def make_trainer(self, callbacks: Sequence[L.Callback] = (), **overrides) -> L.Trainer:
+        """A trainer from the ``trainer`` config plus the run's loggers and callbacks."""
+        configured = [instantiate(c) for c in self.callbacks.values()]
+        return instantiate(
+            self.trainer,
+            logger=self.loggers or False,
+            callbacks=[*configured, *callbacks],
+            **overrides,
+        )
+
+    def extract(
+        self, model: nn.Module, loaders: Mapping[str, DataLoader]
+    ) -> dict[str, torch.Tensor]:
+        """Outputs of ``model`` (features or logits) for whole splits, in dataset order."""
+        extractor = FeatureExtractor(model, list(loaders), channels_last=True)
+        trainer = self.make_trainer(enable_model_summary=False)
+        # The layout changes outside the test loop: parameters re-created under inference mode
+        # would become inference tensors that can never be trained again.
+        with channels_last(model):
+            trainer.test(extractor, list(loaders.values()), verbose=False)
+        if not extractor.features:
+            raise RuntimeError(
+                "features did not come back from the worker processes: training pipelines need "
+                "trainer.strategy=ddp (or one device), not ddp_spawn"
+            )
+        return extractor.features
+
+    def fit(
+        self,
+        module: L.LightningModule,
+        loader: DataLoader,
+        epochs: int,
+        directory: Path,
+        callbacks: Sequence[L.Callback] = (),
+    ) -> None:
+        """Train one stage, resuming from ``directory/checkpoints/last.ckpt`` when a run was cut."""
+        last = directory / "checkpoints" / "last.ckpt"
+        # One file, overwritten at every epoch end (no monitor: the latest epoch is the one kept).
+        checkpoint = ModelCheckpoint(
+            dirpath=last.parent, filename=last.stem, save_top_k=1, enable_version_counter=False
+        )
+        if last.exists():
+            log.info("resuming %s from %s", directory.name, last)
+        trainer = self.make_trainer(
+            callbacks=[checkpoint, *callbacks], max_epochs=epochs, default_root_dir=directory
+        )
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=last if last.exists() else None)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Metrics computed outside a Lightning loop (clustering accuracy, ...) to every logger."""
+        if metrics:
+            for logger in self.loggers:
+                logger.log_metrics(dict(metrics), step=step)

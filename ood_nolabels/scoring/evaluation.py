@@ -1,0 +1,132 @@
+"""The one OOD evaluation path: :class:`OODEvaluation`, a Lightning callback.
+
+During a finetune it scores the model at every ``every_n_epochs``-th epoch end (``ood_epoch/...``,
+logged against ``epoch``) and the final, weight-averaged model at fit end (``ood/...``). Methods
+that train nothing (DN2, the SCAN-features baseline) hand it features extracted outside a fit
+through :meth:`OODEvaluation.evaluate`, the same code that scores, names and logs the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
+
+from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN
+from ood_nolabels.scoring.base import Scorer
+from ood_nolabels.scoring.features import extract_during_fit
+from ood_nolabels.scoring.keys import EPOCH, EPOCH_MEAN, FINAL, MetricKey
+from ood_nolabels.scoring.metrics import ood_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluationResult:
+    """Metrics of one model and the per-image anomaly scores behind them.
+
+    ``scores[scorer][split]`` holds one score per image of the normal test split and of each OOD
+    set, in dataset order.
+    """
+
+    metrics: dict[MetricKey, float] = field(default_factory=dict)
+    scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    def named(self) -> dict[str, float]:
+        """The metrics under their ``metrics.json`` names."""
+        return {str(key): value for key, value in self.metrics.items()}
+
+
+def epoch_mean(epochs: Mapping[int, EvaluationResult]) -> dict[str, float]:
+    """``ood_epoch_mean/...``: the mean over the per-epoch models, to compare with averaging."""
+    values: dict[MetricKey, list[float]] = {}
+    for result in epochs.values():
+        for key, value in result.metrics.items():
+            values.setdefault(key.at(EPOCH_MEAN), []).append(value)
+    return {str(key): sum(v) / len(v) for key, v in values.items()}
+
+
+class OODEvaluation(L.Callback):
+    """Extract features, fit the scorers on the normal training features, score every OOD set.
+
+    ``loaders`` map split names (``normal_train``, ``normal_test`` and one per OOD set) to
+    ordered loaders with the scored model's preprocessing; ``train_labels`` (pseudo- or
+    ground-truth classes of the normal training set) go to scorers that use them. Every result is
+    kept: ``epochs[e]`` per epoch, ``final`` for the model at fit end (or the one evaluated).
+    """
+
+    def __init__(
+        self,
+        scorers: Mapping[str, Scorer],
+        loaders: Mapping[str, DataLoader],
+        train_labels: torch.Tensor | None = None,
+        every_n_epochs: int | None = 1,
+        loggers: Sequence[Logger] = (),
+    ) -> None:
+        missing = {NORMAL_TRAIN, NORMAL_TEST} - set(loaders)
+        if missing:
+            raise ValueError(f"OODEvaluation needs loaders for {sorted(missing)}")
+        if not scorers:
+            raise ValueError("no scorer configured: choose a `scorer=` config")
+        self.scorers = dict(scorers)
+        self.loaders = dict(loaders)
+        self.ood_names = [name for name in loaders if name not in (NORMAL_TRAIN, NORMAL_TEST)]
+        self.train_labels = train_labels
+        self.every_n_epochs = every_n_epochs
+        self.loggers = list(loggers)
+        self.epochs: dict[int, EvaluationResult] = {}
+        self.final: EvaluationResult | None = None
+
+    # -- inside trainer.fit -------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
+            features = extract_during_fit(trainer, pl_module.backbone, self.loaders)
+            self.evaluate(features, epoch=epoch, step=trainer.global_step)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After ``on_train_end``, so a weight-averaging callback has swapped its average in."""
+        features = extract_during_fit(trainer, pl_module.backbone, self.loaders)
+        self.evaluate(features, step=trainer.global_step)
+
+    # -- the scoring path every method shares ---------------------------------------------------
+    def evaluate(
+        self,
+        features: Mapping[str, torch.Tensor],
+        epoch: int | None = None,
+        step: int | None = None,
+    ) -> EvaluationResult:
+        """Score ``features`` (of every split), log the metrics and keep the result."""
+        result = EvaluationResult()
+        scope = FINAL if epoch is None else EPOCH
+        for scorer_name, scorer in self.scorers.items():
+            scorer.fit(features[NORMAL_TRAIN], self.train_labels)
+            scores = {NORMAL_TEST: scorer.score(features[NORMAL_TEST])}
+            for ood_set in self.ood_names:
+                scores[ood_set] = scorer.score(features[ood_set])
+                metrics = ood_metrics(scores[NORMAL_TEST], scores[ood_set])
+                for metric, value in metrics.items():
+                    result.metrics[MetricKey(ood_set, scorer_name, metric, scope, epoch)] = value
+            result.scores[scorer_name] = scores
+        if epoch is None:
+            self.final = result
+        else:
+            self.epochs[epoch] = result
+        self._log(result, epoch, step)
+        return result
+
+    @rank_zero_only
+    def _log(self, result: EvaluationResult, epoch: int | None, step: int | None) -> None:
+        values = {key.series: value for key, value in result.metrics.items()}
+        if epoch is not None:
+            values["epoch"] = epoch
+            aurocs = [v for k, v in result.metrics.items() if k.metric == "auroc"]
+            log.info("epoch %d: mean AUROC %.4f", epoch, sum(aurocs) / len(aurocs))
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)

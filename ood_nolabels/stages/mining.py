@@ -1,0 +1,46 @@
+"""The cached neighbour-mining stage: each normal training image's nearest neighbours for SCAN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
+
+
+def mine(
+    runtime: Runtime,
+    encoder: nn.Module,
+    transform,
+    config: DictConfig,
+    upstream: CachedStage,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, CachedStage]:
+    """``(neighbours (N, k), features (N, D), stage)`` of the normal training images.
+
+    ``encoder`` with ``transform`` gives the features mined in; ``labels`` (ground truth, optional)
+    only measure the neighbours' purity. The key holds no K: a K sweep mines once.
+    """
+    stage = runtime.stage("mining", upstream.name, config)
+
+    def train(work_dir: Path) -> dict[str, float]:
+        loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, transform)}
+        features = runtime.extract(encoder, loaders)[NORMAL_TRAIN]
+        neighbors = mine_neighbors(features, config.num_neighbors, use_faiss=config.use_faiss)
+        save_artifact(features, work_dir / "features.pt")
+        save_artifact(neighbors, work_dir / "neighbors.pt")
+        if labels is None:
+            return {}
+        return {"cluster/mining/neighbor_purity": neighbor_purity(neighbors, labels)}
+
+    def load(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        return load_artifact(directory / "neighbors.pt"), load_artifact(directory / "features.pt")
+
+    neighbors, features = stage.run(train, load)
+    return neighbors, features, stage
