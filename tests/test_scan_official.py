@@ -24,6 +24,7 @@ from ood_nolabels.data.augment import (
     ScanAugment,
     scan_strong_transform,
 )
+from ood_nolabels.losses import scan_loss
 
 SIZE = 32
 
@@ -237,3 +238,47 @@ def test_scan_cifar10_trains_one_head(scan_cifar10):
     """configs/scan/scan_cifar10.yml: ``num_heads: 1``."""
     cfg, _, _ = scan_cifar10
     assert cfg.scan.module.num_heads == 1
+
+
+# -- item 5: the consistency term ---------------------------------------------------------------
+
+
+def reproduction() -> tuple[torch.Tensor, torch.Tensor]:
+    anchors = torch.tensor([[30.0, 0.0, 0.0], [0.0, 30.0, 0.0]], requires_grad=True)
+    neighbors = torch.tensor([[0.0, 30.0, 0.0], [0.0, 30.0, 0.0]], requires_grad=True)
+    return anchors, neighbors
+
+
+def test_underflowed_agreement_costs_and_pulls_as_official():
+    """losses/losses.py SCANLoss: ``nn.BCELoss()(similarity, ones)`` (log clamped at -100).
+
+    Row 0's agreement is 2 e^-30 = 1.87e-13: official consistency 14.65 and an L1 gradient of
+    0.094 on row 0 of the anchor logits (a clamp of the agreement at 1e-8 gives 9.21 and 0).
+    """
+    anchors, neighbors = reproduction()
+    total, consistency, entropy = scan_loss(anchors, neighbors, entropy_weight=5.0)
+    assert consistency.item() == pytest.approx(-math.log(2 * math.exp(-30)) / 2, rel=1e-4)
+    assert consistency.item() == pytest.approx(14.6534, abs=1e-3)
+    assert total.item() == pytest.approx(consistency.item() - 5.0 * entropy.item(), rel=1e-6)
+    consistency.backward()
+    assert anchors.grad[0].abs().sum().item() == pytest.approx(0.0936, abs=5e-4)
+    assert anchors.grad[1].abs().sum().item() == 0  # agreement 1: nothing to pull
+    assert neighbors.grad[0].abs().sum().item() == pytest.approx(0.0936, abs=5e-4)
+
+
+def test_vanished_agreement_is_capped_at_100_nats():
+    """BCE clamps log(0) at -100, so a zero agreement costs 100 (not inf, not -log 1e-8)."""
+    anchors = torch.tensor([[100.0, -100.0]], requires_grad=True)
+    _, consistency, _ = scan_loss(anchors, -anchors.detach(), entropy_weight=1.0)
+    assert consistency.item() == pytest.approx(100.0)
+    consistency.backward()
+    assert torch.isfinite(anchors.grad).all()
+
+
+def test_consistency_under_bf16_autocast_matches_float32():
+    anchors, neighbors = reproduction()
+    expected = scan_loss(anchors, neighbors, 5.0)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = scan_loss(anchors.bfloat16(), neighbors.bfloat16(), 5.0)[1]
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected.item(), rel=1e-2)
