@@ -11,9 +11,11 @@ import pickle
 
 import numpy as np
 import pytest
+import timm
 import torch
 from helpers import quiet_trainer
 from hydra.utils import instantiate
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,6 +30,7 @@ from ood_nolabels.data.augment import (
     scan_strong_transform,
 )
 from ood_nolabels.losses import scan_loss
+from ood_nolabels.models.backbones import Backbone, OpenClipBackbone, TimmBackbone
 from ood_nolabels.stages.base import StageModule
 
 SIZE = 32
@@ -331,3 +334,49 @@ def test_digits_finetuning_keeps_its_per_epoch_cosine(compose_cfg):
     epochs = np.arange(cfg.epochs)
     expected = 2e-5 + (2e-4 - 2e-5) * (1 + np.cos(np.pi * epochs / cfg.epochs)) / 2
     np.testing.assert_allclose(lrs[:, 0], expected, rtol=1e-6)
+
+
+# -- item 7: evaluation preprocessing of non-square images --------------------------------------
+
+
+def framed_image(width: int = 48, height: int = 24) -> Image.Image:
+    """Green, with red bands on the outer eighth of each side of the long axis."""
+    pixels = np.zeros((height, width, 3), dtype=np.uint8)
+    pixels[..., 1] = 255
+    pixels[:, : width // 8] = (255, 0, 0)
+    pixels[:, -width // 8 :] = (255, 0, 0)
+    return Image.fromarray(pixels)
+
+
+def test_non_square_image_is_resized_on_the_shorter_side_and_centre_cropped():
+    """Resize the short side to 16 (48x24 -> 32x16), keep the centre 16: the bands fall away."""
+    backbone = Backbone(nn.Identity(), 3, image_size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    out = backbone.transform()(framed_image())
+    assert out.shape == (3, 16, 16)
+    assert out[0].max() < 0.05 and out[1].min() > 0.95  # no red left: not squashed
+
+
+def test_square_images_are_preprocessed_as_before():
+    """Offline and small backbones (crop_pct 1): a square image is just resized (digits)."""
+    backbone = Backbone(nn.Identity(), 3, image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    image = noise_image(20)
+    squashed = T.Compose([T.Resize((16, 16), T.InterpolationMode.BICUBIC), T.ToTensor()])(image)
+    assert torch.equal(backbone.transform()(image), (squashed - 0.5) / 0.25)
+
+
+def test_timm_backbone_preprocesses_like_timm():
+    """timm's resolved data config: resize to size / crop_pct, centre crop (resnet18: 0.95)."""
+    backbone = TimmBackbone("resnet18", pretrained=False)
+    config = timm.data.resolve_model_data_config(backbone.model)
+    assert backbone.crop_pct == config["crop_pct"] < 1
+    reference = timm.data.create_transform(**config, is_training=False)
+    image = noise_image(300, width=200)
+    torch.testing.assert_close(backbone.transform()(image), reference(image))
+
+
+def test_open_clip_backbone_preprocesses_like_open_clip():
+    backbone = OpenClipBackbone("ViT-B-32", pretrained=None)
+    config = PreprocessCfg(**backbone.model.preprocess_cfg)
+    reference = image_transform_v2(config, is_train=False)
+    image = noise_image(200, width=320)
+    torch.testing.assert_close(backbone.transform()(image), reference(image))
