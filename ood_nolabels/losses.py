@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-8  # SCAN's clamp: keeps log() finite when a probability underflows to zero
+EPS = 1e-8  # SCAN's clamp of the entropy's probabilities: keeps 0 * log(0) finite
 
 
 class NoConfidentSamplesError(ValueError):
@@ -46,14 +46,30 @@ def entropy(probabilities: torch.Tensor) -> torch.Tensor:
     return -(p * p.log()).sum()
 
 
+def neighbor_consistency(agreement: torch.Tensor) -> torch.Tensor:
+    """``-mean log agreement`` exactly as SCAN computes it: ``binary_cross_entropy(agreement, 1)``.
+
+    PyTorch's BCE clamps each log at -100, so a pair whose agreement underflowed to ~0 costs 100
+    nats instead of inf, and its backward (which clamps ``x (1 - x)`` at 1e-12) still pulls such
+    a pair together. A clamp of the agreement itself (e.g. at 1e-8) would cap that pair's loss
+    lower and give it no gradient at all. Computed outside autocast and in at least float32
+    (CUDA autocast refuses BCE); rounding above 1 is clipped, since BCE rejects it.
+    """
+    dtype = torch.promote_types(agreement.dtype, torch.float32)
+    with torch.autocast(agreement.device.type, enabled=False):
+        agreement = agreement.to(dtype).clamp_max(1.0)
+        return F.binary_cross_entropy(agreement, torch.ones_like(agreement))
+
+
 def scan_loss(
     anchor_logits: torch.Tensor, neighbor_logits: torch.Tensor, entropy_weight: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SCAN clustering loss: ``(total, consistency, entropy)``.
 
     Consistency pulls an anchor and its mined neighbour into the same cluster
-    (``-mean log <p(a), p(n)>``); the entropy of the mean prediction keeps the clusters from
-    collapsing into one, hence ``total = consistency - entropy_weight * entropy``.
+    (``-mean log <p(a), p(n)>``, see :func:`neighbor_consistency`); the entropy of the mean
+    prediction keeps the clusters from collapsing into one, hence
+    ``total = consistency - entropy_weight * entropy``.
     """
     if anchor_logits.shape != neighbor_logits.shape:
         raise ValueError(
@@ -62,7 +78,7 @@ def scan_loss(
     anchor_probs = anchor_logits.softmax(dim=1)
     neighbor_probs = neighbor_logits.softmax(dim=1)
     agreement = (anchor_probs * neighbor_probs).sum(dim=1)
-    consistency = -agreement.clamp_min(EPS).log().mean()
+    consistency = neighbor_consistency(agreement)
     spread = entropy(anchor_probs.mean(dim=0))
     return consistency - entropy_weight * spread, consistency, spread
 

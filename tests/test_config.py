@@ -129,7 +129,7 @@ def test_paper_presets_use_the_paper_finetuning(compose_cfg, experiment, backbon
     finetune = cfg.finetune
     assert finetune.epochs == 5 and finetune.optimizer._target_ == "torch.optim.Adam"
     assert finetune.optimizer.lr == 1e-5 and finetune.scheduler.eta_min == 1e-6
-    assert finetune.scheduler.T_max == 5
+    assert finetune.scheduler._target_ == "ood_nolabels.stages.base.cosine_per_step"
     assert cfg.scorer.knn.k == 1 and "mahalanobis" in cfg.scorer
     assert cfg.trainer.precision == "bf16-mixed"
     expected_ood = (

@@ -1,7 +1,12 @@
 """Augmentations of the pseudo-labelling pipeline: SimCLR views, SCAN weak and strong views.
 
 Everything here is a module-level class or function returning torchvision ``Compose`` objects,
-so transforms pickle into DataLoader workers and DDP-spawned processes.
+so transforms pickle into DataLoader workers and DDP-spawned processes. Random draws use torch's
+generator, so ``seed_everything`` and the DataLoader's per-worker seeds govern them.
+
+Two strong views: :func:`scan_strong_transform` is the official SCAN "ours" strategy (the
+``scan_cifar10`` recipe); :func:`strong_transform` is torchvision's RandAugment at a fixed
+magnitude after a padded crop (the digits and synthetic recipes).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 from torchvision import transforms as T
 
 from ood_nolabels.models.backbones import to_rgb
@@ -18,22 +23,30 @@ Transform = Callable[[Image.Image], torch.Tensor]
 
 
 class Cutout:
-    """Zero one random ``size`` x ``size`` square of a normalised ``(C, H, W)`` tensor.
+    """Zero one square hole of a normalised ``(C, H, W)`` tensor (zero = the dataset-mean colour).
 
-    Zero after normalisation is the dataset-mean colour, as in SCAN's Cutout. Unlike the official
-    code (which centres the hole anywhere and clips it at the border), the square is always fully
-    inside the image, so every strong view loses exactly ``size**2`` pixels.
+    ``random_size=False``: a ``size`` x ``size`` square always fully inside the image, so every
+    view loses exactly ``size**2`` pixels (the digits and synthetic recipes).
+
+    ``random_size=True``: official SCAN's ``Cutout(n_holes=1, length=size, random=True)``. A
+    length ``L`` is drawn uniformly from ``1..size`` and a centre ``(y, x)`` uniformly over all
+    pixels; rows ``[y - L//2, y + L//2)`` and the same columns are zeroed, clipped at the border
+    (so the side is ``2 * (L // 2)``: ``L = 1`` cuts nothing). On 32 px with ``size=16`` that
+    zeroes 6.9 % of the image on average.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, random_size: bool = False) -> None:
         if size < 0:
             raise ValueError(f"cutout size must be >= 0, got {size}")
         self.size = int(size)
+        self.random_size = bool(random_size)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         height, width = image.shape[-2:]
         if self.size == 0:
             return image
+        if self.random_size:
+            return self._clipped_hole(image, height, width)
         if self.size > min(height, width):
             raise ValueError(f"cutout size {self.size} exceeds image size {height}x{width}")
         top = int(torch.randint(height - self.size + 1, ()))
@@ -42,8 +55,140 @@ class Cutout:
         image[..., top : top + self.size, left : left + self.size] = 0
         return image
 
+    def _clipped_hole(self, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        half = int(torch.randint(1, self.size + 1, ())) // 2
+        y, x = int(torch.randint(height, ())), int(torch.randint(width, ()))
+        image = image.clone()
+        image[..., max(y - half, 0) : y + half, max(x - half, 0) : x + half] = 0
+        return image
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size})"
+        return f"{type(self).__name__}(size={self.size}, random_size={self.random_size})"
+
+
+# -- SCAN's strong augmentation ---------------------------------------------------------------
+# Each op maps (PIL image, magnitude) -> PIL image. Geometric ops use PIL's defaults as SCAN does:
+# nearest-neighbour resampling, black fill.
+
+
+def _identity(image: Image.Image, _: float) -> Image.Image:
+    return image
+
+
+def _autocontrast(image: Image.Image, _: float) -> Image.Image:
+    return ImageOps.autocontrast(image)
+
+
+def _equalize(image: Image.Image, _: float) -> Image.Image:
+    return ImageOps.equalize(image)
+
+
+def _rotate(image: Image.Image, degrees: float) -> Image.Image:
+    return image.rotate(degrees)
+
+
+def _solarize(image: Image.Image, threshold: float) -> Image.Image:
+    return ImageOps.solarize(image, threshold)
+
+
+def _posterize(image: Image.Image, bits: float) -> Image.Image:
+    return ImageOps.posterize(image, int(bits))
+
+
+def _pil_affine(image: Image.Image, coefficients: tuple[float, ...]) -> Image.Image:
+    return image.transform(image.size, Image.Transform.AFFINE, coefficients)
+
+
+def _shear_x(image: Image.Image, shear: float) -> Image.Image:
+    return _pil_affine(image, (1, shear, 0, 0, 1, 0))
+
+
+def _shear_y(image: Image.Image, shear: float) -> Image.Image:
+    return _pil_affine(image, (1, 0, 0, shear, 1, 0))
+
+
+def _translate_x(image: Image.Image, fraction: float) -> Image.Image:
+    """Shift by ``fraction`` of the width (in pixels: ``fraction * width``)."""
+    return _pil_affine(image, (1, 0, fraction * image.width, 0, 1, 0))
+
+
+def _translate_y(image: Image.Image, fraction: float) -> Image.Image:
+    return _pil_affine(image, (1, 0, 0, 0, 1, fraction * image.height))
+
+
+def _color(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Color(image).enhance(factor)
+
+
+def _contrast(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Contrast(image).enhance(factor)
+
+
+def _brightness(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Brightness(image).enhance(factor)
+
+
+def _sharpness(image: Image.Image, factor: float) -> Image.Image:
+    return ImageEnhance.Sharpness(image).enhance(factor)
+
+
+# SCAN's 14 ops with the range each op's magnitude is drawn from (official data/augment.py).
+SCAN_OPS: dict[str, tuple[Callable[[Image.Image, float], Image.Image], float, float]] = {
+    "identity": (_identity, 0.0, 1.0),
+    "autocontrast": (_autocontrast, 0.0, 1.0),
+    "equalize": (_equalize, 0.0, 1.0),
+    "rotate": (_rotate, -30.0, 30.0),  # degrees
+    "solarize": (_solarize, 0.0, 256.0),  # threshold
+    "color": (_color, 0.05, 0.95),  # enhance factors (1 = unchanged): always weaker
+    "contrast": (_contrast, 0.05, 0.95),
+    "brightness": (_brightness, 0.05, 0.95),
+    "sharpness": (_sharpness, 0.05, 0.95),
+    "shear_x": (_shear_x, -0.1, 0.1),
+    "translate_x": (_translate_x, -0.1, 0.1),  # fraction of the image side
+    "translate_y": (_translate_y, -0.1, 0.1),
+    "posterize": (_posterize, 4.0, 8.0),  # bits kept
+    "shear_y": (_shear_y, -0.1, 0.1),
+}
+# The ops whose magnitude SCAN negates with probability 1/2.
+MIRRORED_OPS = frozenset({"rotate", "shear_x", "shear_y", "translate_x", "translate_y"})
+
+
+class ScanAugment:
+    """SCAN's strong colour/geometry ops: ``num_ops`` ops drawn with replacement, applied in turn.
+
+    Every op gets a fresh magnitude drawn uniformly from its own range in :data:`SCAN_OPS` (no
+    global magnitude as in RandAugment), negated with probability 1/2 for the ops in
+    :data:`MIRRORED_OPS`. ``ops`` restricts the draw to a subset of op names (for tests).
+    """
+
+    def __init__(self, num_ops: int = 4, ops: Sequence[str] | None = None) -> None:
+        if num_ops < 0:
+            raise ValueError(f"num_ops must be >= 0, got {num_ops}")
+        self.num_ops = int(num_ops)
+        self.ops = tuple(SCAN_OPS) if ops is None else tuple(ops)
+        unknown = set(self.ops) - set(SCAN_OPS)
+        if unknown or not self.ops:
+            raise ValueError(f"unknown or no ops {sorted(unknown)}; choose from {list(SCAN_OPS)}")
+
+    def sample(self) -> list[tuple[str, float]]:
+        """One call's ops and magnitudes, in the order they are applied."""
+        draws = []
+        for index in torch.randint(len(self.ops), (self.num_ops,)).tolist():
+            name = self.ops[index]
+            _, low, high = SCAN_OPS[name]
+            magnitude = low + (high - low) * float(torch.rand(()))
+            if name in MIRRORED_OPS and bool(torch.rand(()) < 0.5):
+                magnitude = -magnitude
+            draws.append((name, magnitude))
+        return draws
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        for name, magnitude in self.sample():
+            image = SCAN_OPS[name][0](image, magnitude)
+        return image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_ops={self.num_ops}, ops={list(self.ops)})"
 
 
 class PairedViews:
@@ -159,12 +304,13 @@ def strong_transform(
     affine_translate: tuple[float, float] | None = None,
     affine_scale: tuple[float, float] | None = None,
 ) -> T.Compose:
-    """SCAN's strong view: crop, flip, RandAugment (``num_ops`` ops), normalise, Cutout.
+    """A RandAugment strong view: padded crop, flip, RandAugment, normalise, in-image Cutout.
 
-    SCAN draws each op's strength uniformly over its whole range; torchvision's ``RandAugment``
-    uses one fixed ``magnitude`` out of 31 bins, so the default 15 is the middle of the range,
-    i.e. SCAN's average strength. The Cutout side is ``round(cutout_fraction * image_size)``
-    (16 px for CIFAR, as official). The ``affine_*`` options (off by default) add a
+    The digits and synthetic recipes' approximation of SCAN's view (the official one is
+    :func:`scan_strong_transform`): torchvision's ``RandAugment`` applies every op at one fixed
+    ``magnitude`` out of 31 bins (e.g. enhance factors 1 +- 0.45 at 15, where SCAN draws 0.05 to
+    0.95), and the Cutout square of side ``round(cutout_fraction * image_size)`` always lies
+    fully inside the image. The ``affine_*`` options (off by default) add a
     :class:`T.RandomAffine` after the crop, as in :func:`simclr_transform`.
     """
     return T.Compose(
@@ -176,5 +322,32 @@ def strong_transform(
             T.RandAugment(num_ops=num_ops, magnitude=magnitude),
             *_to_normalised_tensor(mean, std),
             Cutout(round(cutout_fraction * image_size)),
+        ]
+    )
+
+
+def scan_strong_transform(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    num_ops: int = 4,
+    cutout_fraction: float = 0.5,
+    hflip: bool = True,
+) -> T.Compose:
+    """Official SCAN strong view ("ours"): flip, :class:`ScanAugment`, normalise, random Cutout.
+
+    No padded crop: SCAN's ``RandomCrop(32)`` of a 32 px CIFAR image is the identity (the resize
+    to ``image_size`` is one too). Cutout draws its length from ``1..round(cutout_fraction *
+    image_size)`` (16 px for CIFAR, as official) and clips the hole at the border. The official
+    CIFAR values are the defaults.
+    """
+    return T.Compose(
+        [
+            to_rgb,
+            T.Resize((image_size, image_size)),
+            *_flip(hflip),
+            ScanAugment(num_ops),
+            *_to_normalised_tensor(mean, std),
+            Cutout(round(cutout_fraction * image_size), random_size=True),
         ]
     )

@@ -6,6 +6,8 @@ inputs must be prepared (size, normalisation), so datasets never hard-code a mod
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,10 +20,15 @@ from torchvision import transforms as T
 
 from ood_nolabels.models.hub import load_pretrained
 
+log = logging.getLogger(__name__)
+
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Grayscale (digits, some folder images) to the 3 channels every pretrained model expects."""
     return image.convert("RGB")
+
+
+RESIZE_MODES = ("shortest", "squash")
 
 
 def image_transform(
@@ -32,19 +39,40 @@ def image_transform(
     train: bool = False,
     crop_scale: tuple[float, float] = (0.6, 1.0),
     hflip: bool = True,
+    crop_pct: float = 1.0,
+    resize_mode: str = "shortest",
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """Resize to a square ``image_size`` (random resized crop when ``train``) and normalise."""
+    """A square ``image_size`` input, normalised.
+
+    Training: a random resized crop (and flip). Evaluation, as timm's and open_clip's own
+    preprocessing: resize to ``floor(image_size / crop_pct)`` (the shorter side with
+    ``resize_mode="shortest"``, so the aspect ratio is kept; both sides with ``"squash"``),
+    then crop the centre ``image_size`` square. A square image with ``crop_pct=1`` is just
+    resized.
+    """
     mode = T.InterpolationMode(interpolation)
     if train:
         geometry = [T.RandomResizedCrop(image_size, scale=crop_scale, interpolation=mode)]
         geometry += [T.RandomHorizontalFlip()] if hflip else []
     else:
-        geometry = [T.Resize((image_size, image_size), interpolation=mode)]
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode={resize_mode!r}; expected one of {RESIZE_MODES}")
+        if not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+        scale_size = math.floor(image_size / crop_pct)
+        size = scale_size if resize_mode == "shortest" else (scale_size, scale_size)
+        geometry = [T.Resize(size, interpolation=mode), T.CenterCrop(image_size)]
     return T.Compose([to_rgb, *geometry, T.ToTensor(), T.Normalize(mean, std)])
 
 
 class Backbone(nn.Module):
-    """Base class: ``forward(images) -> features`` plus the preprocessing the weights expect."""
+    """Base class: ``forward(images) -> features`` plus the preprocessing the weights expect.
+
+    Evaluation preprocessing (see :func:`image_transform`): ``crop_pct`` and ``resize_mode``
+    come from the pretrained model's own preprocessing (timm, open_clip); the defaults (keep the
+    aspect ratio, no border crop) suit the offline and small backbones, whose square inputs are
+    then simply resized.
+    """
 
     def __init__(
         self,
@@ -54,14 +82,20 @@ class Backbone(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         interpolation: str = "bicubic",
+        crop_pct: float = 1.0,
+        resize_mode: str = "shortest",
     ) -> None:
         super().__init__()
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode={resize_mode!r}; expected one of {RESIZE_MODES}")
         self.model = model
         self.feature_dim = int(feature_dim)
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.interpolation = interpolation
+        self.crop_pct = float(crop_pct)
+        self.resize_mode = resize_mode
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
@@ -69,8 +103,24 @@ class Backbone(nn.Module):
     def transform(self, train: bool = False, **augment) -> Callable[[Image.Image], torch.Tensor]:
         """The preprocessing for this backbone (``augment`` goes to :func:`image_transform`)."""
         return image_transform(
-            self.image_size, self.mean, self.std, self.interpolation, train=train, **augment
+            self.image_size,
+            self.mean,
+            self.std,
+            self.interpolation,
+            train=train,
+            crop_pct=self.crop_pct,
+            resize_mode=self.resize_mode,
+            **augment,
         )
+
+
+def library_resize_mode(mode: str | None, name: str) -> str:
+    """timm's ``crop_mode`` / open_clip's ``resize_mode`` as one of :data:`RESIZE_MODES`."""
+    if mode == "squash":
+        return "squash"
+    if mode not in (None, "center", "shortest"):
+        log.warning("%s: preprocessing mode %r unsupported; resizing the shorter side", name, mode)
+    return "shortest"
 
 
 class TimmBackbone(Backbone):
@@ -78,6 +128,8 @@ class TimmBackbone(Backbone):
 
     ``pretrained=True`` loads the hub weights (or the local file ``checkpoint_path``);
     ``image_size`` overrides the model's default input size (e.g. 64 px for tiny images).
+    Evaluation preprocessing follows timm's resolved data config (``crop_pct``, ``crop_mode``,
+    interpolation, statistics); ``crop_pct`` overrides its crop fraction.
     """
 
     def __init__(
@@ -86,6 +138,7 @@ class TimmBackbone(Backbone):
         pretrained: bool = True,
         checkpoint_path: str | None = None,
         image_size: int | None = None,
+        crop_pct: float | None = None,
         **model_kwargs,
     ) -> None:
         def create() -> nn.Module:
@@ -112,11 +165,17 @@ class TimmBackbone(Backbone):
             mean=config["mean"],
             std=config["std"],
             interpolation=config.get("interpolation", "bicubic"),
+            crop_pct=crop_pct or config.get("crop_pct") or 1.0,
+            resize_mode=library_resize_mode(config.get("crop_mode"), name),
         )
 
 
 class OpenClipBackbone(Backbone):
-    """The visual tower of an open_clip model; ``pretrained`` is a tag or a local weights file."""
+    """The visual tower of an open_clip model; ``pretrained`` is a tag or a local weights file.
+
+    Evaluation preprocessing as open_clip's own (``preprocess_cfg``): resize the shorter side to
+    ``image_size`` and crop the centre.
+    """
 
     def __init__(self, name: str, pretrained: str | None = "openai", image_size: int | None = None):
         def create() -> nn.Module:
@@ -135,4 +194,5 @@ class OpenClipBackbone(Backbone):
             mean=config["mean"],
             std=config["std"],
             interpolation=config.get("interpolation", "bicubic"),
+            resize_mode=library_resize_mode(config.get("resize_mode"), name),
         )
