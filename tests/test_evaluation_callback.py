@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import quiet_trainer
+from helpers import conv_backbone, quiet_trainer
 from lightning.pytorch.loggers import Logger
 from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN, OODDataModule
@@ -38,12 +37,8 @@ class RecordingLogger(Logger):
         pass
 
 
-def conv_backbone() -> Backbone:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten()
-    )
-    return Backbone(model, feature_dim=24, image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+def bn_backbone() -> Backbone:
+    return conv_backbone(batchnorm=True)
 
 
 def independent_auroc(backbone: Backbone, dm: OODDataModule, ood: str) -> float:
@@ -69,7 +64,7 @@ def test_per_epoch_and_final_metrics_equal_an_independent_scoring(tmp_path):
         SyntheticSource(classes=[0, 1, 2], per_class=12), {"ood": SyntheticSource(classes=[4, 5])}
     )
     dm.setup()
-    backbone = conv_backbone()
+    backbone = bn_backbone()
     labels = torch.as_tensor(dm.images[NORMAL_TRAIN].labels)
     logger = RecordingLogger()
     evaluation = OODEvaluation(
@@ -91,7 +86,7 @@ def test_per_epoch_and_final_metrics_equal_an_independent_scoring(tmp_path):
     key = MetricKey("ood", "knn", "auroc")
     epoch_aurocs = []
     for epoch in range(3):
-        reference = conv_backbone()
+        reference = bn_backbone()
         reference.load_state_dict(torch.load(snapshots.path(epoch)))
         expected = independent_auroc(reference, dm, "ood")
         logged = evaluation.epochs[epoch].metrics[key.at("ood_epoch", epoch)]
@@ -130,7 +125,7 @@ def test_per_epoch_and_final_metrics_equal_an_independent_scoring(tmp_path):
 def test_every_n_epochs_and_off():
     dm = OODDataModule(SyntheticSource(classes=[0, 1], per_class=6), {"o": SyntheticSource([5])})
     dm.setup()
-    backbone = conv_backbone()
+    backbone = bn_backbone()
     labels = torch.as_tensor(dm.images[NORMAL_TRAIN].labels)
     results = {}
     for every in (2, None):
@@ -164,7 +159,7 @@ def test_metric_keys_round_trip():
 
 def test_evaluation_needs_normal_loaders_and_scorers():
     dm = OODDataModule(SyntheticSource(classes=[0]), {"o": SyntheticSource([5])})
-    loaders = dm.eval_loaders(conv_backbone().transform())
+    loaders = dm.eval_loaders(bn_backbone().transform())
     with pytest.raises(ValueError, match="normal_train"):
         OODEvaluation({"knn": KNNScorer()}, {"o": loaders["o"], NORMAL_TEST: loaders[NORMAL_TEST]})
     with pytest.raises(ValueError, match="no scorer"):

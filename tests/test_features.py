@@ -4,19 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import quiet_trainer
-from torch import nn
+from helpers import conv_backbone, quiet_trainer
 
 from ood_nolabels.data.datamodule import OODDataModule
 from ood_nolabels.data.synthetic import SyntheticSource
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.scoring.features import FeatureExtractor, unique_by_index
-
-
-def tiny_backbone() -> Backbone:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-    return Backbone(model, feature_dim=24, image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 class SavingExtractor(FeatureExtractor):
@@ -38,7 +31,7 @@ def extract(tmp_path: Path, **trainer_kwargs) -> dict[str, torch.Tensor]:
         {"ood": SyntheticSource(classes=[5], per_class=7)},
         batch_size=4,
     )
-    backbone = tiny_backbone()
+    backbone = conv_backbone()
     loaders = dm.eval_loaders(backbone.transform())
     path = tmp_path / f"features_{trainer_kwargs.get('devices', 1)}.pt"
     trainer = quiet_trainer(default_root_dir=tmp_path, **trainer_kwargs)
@@ -59,7 +52,7 @@ def test_single_process_features_match_direct_forward(tmp_path):
     dm = OODDataModule(
         SyntheticSource(classes=[0, 1, 2], per_class=7, seed=3), {"o": SyntheticSource()}
     )
-    backbone = tiny_backbone().eval()
+    backbone = conv_backbone().eval()
     transform = backbone.transform()
     dm.setup()
     images = dm.images["normal_train"]

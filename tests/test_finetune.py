@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from helpers import quiet_trainer
-from torch import nn
+from helpers import conv_backbone, quiet_trainer
 from torch.utils.data import DataLoader
 
 from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
@@ -12,11 +11,7 @@ from ood_nolabels.stages.finetune import FinetuneModule
 
 
 def bn_backbone() -> Backbone:
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-    )
-    return Backbone(model, feature_dim=4, image_size=6, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return conv_backbone(image_size=6, channels=4, pool=1, batchnorm=True)
 
 
 def adam(params):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,8 @@ def test_ground_truth_needs_k_equal_to_the_number_of_classes(compose_cfg):
 
 
 @pytest.mark.slow
-def test_scorer_sweep_trains_once(tmp_path):
+def test_k_and_scorer_sweep_trains_each_stage_once(tmp_path):
+    """A 2x2 sweep: SimCLR and the neighbours once, SCAN / self-label / finetune once per K."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
     result = subprocess.run(
         [
@@ -60,6 +62,7 @@ def test_scorer_sweep_trains_once(tmp_path):
             "-m",
             "+experiment=ours_synthetic",
             "scorer=knn,mahalanobis",
+            "K=3,4",
             "logger=csv",
             "callbacks=none",
             f"paths.artifact_dir={tmp_path}/artifacts",
@@ -72,8 +75,13 @@ def test_scorer_sweep_trains_once(tmp_path):
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "artifacts").iterdir())
-    assert stages == ["finetune", "mining", "scan", "selflabel", "simclr"]
-    for job, scorer in ((0, "knn"), (1, "mahalanobis")):
-        metrics = json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())
-        assert f"ood/synthetic_4_5/{scorer}/auroc" in metrics
+    complete = [p.name for p in (tmp_path / "artifacts").iterdir() if p.suffix == ""]
+    stages = Counter(name.split("-")[0] for name in complete)
+    assert stages == {"simclr": 1, "mining": 1, "scan": 2, "selflabel": 2, "finetune": 2}
+    jobs = [
+        json.loads((tmp_path / "sweep" / str(j) / "metrics.json").read_text()) for j in range(4)
+    ]
+    # Hydra sweeps the last override fastest: jobs are (knn, 3), (knn, 4), (maha, 3), (maha, 4).
+    for job, scorer in zip(jobs, ["knn", "knn", "mahalanobis", "mahalanobis"], strict=True):
+        assert f"ood/synthetic_4_5/{scorer}/auroc" in job
+    assert jobs[0]["cluster/acc"] == jobs[2]["cluster/acc"]  # same K, same stage-1 artifact

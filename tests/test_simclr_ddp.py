@@ -2,17 +2,13 @@
 
 import pytest
 import torch
-from helpers import quiet_trainer
+from helpers import frozen_sgd, quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ood_nolabels.losses import nt_xent
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.stages.simclr import SimCLRModule
-
-
-def frozen_sgd(params):
-    return torch.optim.SGD(params, lr=0.0)
 
 
 def module() -> SimCLRModule:
