@@ -179,3 +179,21 @@ def test_two_runs_on_one_artifact_directory_at_once(tmp_path):
     complete = sorted(p.name for p in (tmp_path / "artifacts").iterdir() if p.suffix == "")
     assert [name.split("-")[0] for name in complete] == ["mining", "scan", "selflabel", "simclr"]
     assert not list((tmp_path / "artifacts").glob("*.partial"))
+
+
+def test_non_finite_weights_are_never_cached(tmp_path):
+    def diverged(work_dir: Path) -> None:
+        save_artifact({"w": torch.tensor([1.0, float("inf")])}, work_dir / "weights.pt")
+
+    stage = ArtifactStore(tmp_path).stage("demo", 1)
+    with pytest.raises(FloatingPointError, match="demo-.*weights.pt.*NaN or inf.*optimizer.lr"):
+        stage.run(diverged, load_weights)
+    assert not stage.complete
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path):
+    def full(work_dir: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="no space left on the device.*artifact_dir"):
+        ArtifactStore(tmp_path).stage("demo", 1).run(full, load_weights)

@@ -74,8 +74,24 @@ def barrier() -> None:
         dist.barrier()
 
 
+def check_finite(obj: object, path: Path) -> None:
+    """Refuse to keep NaN or inf weights / features: a diverged stage must not be reused."""
+    tensors = obj.values() if isinstance(obj, dict) else [obj]
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+            if not torch.isfinite(tensor).all():
+                raise FloatingPointError(
+                    f"{path.parent.name}/{path.name} would hold NaN or inf values: the stage "
+                    "diverged. Lower its optimizer.lr (or check the input data) and rerun."
+                )
+
+
 def save_artifact(obj: object, path: Path) -> None:
-    """``torch.save`` from global rank 0 only, through a temporary file renamed into place."""
+    """``torch.save`` from global rank 0 only, through a temporary file renamed into place.
+
+    Non-finite tensors are refused (:func:`check_finite`), so garbage is never cached.
+    """
+    check_finite(obj, path)
     if rank_zero_only.rank != 0:
         return
     temporary = path.with_name(f".{path.name}.tmp")
