@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from helpers import conv_backbone, quiet_trainer
 from lightning.pytorch.loggers import Logger
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN, OODDataModule
@@ -164,3 +165,19 @@ def test_evaluation_needs_normal_loaders_and_scorers():
         OODEvaluation({"knn": KNNScorer()}, {"o": loaders["o"], NORMAL_TEST: loaders[NORMAL_TEST]})
     with pytest.raises(ValueError, match="no scorer"):
         OODEvaluation({}, loaders)
+
+
+def test_constant_scores_stop_the_evaluation():
+    dm = OODDataModule(SyntheticSource(classes=[0]), {"o": SyntheticSource([5])})
+    dead = Backbone(
+        nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4)), 4, 16, (0.5,) * 3, (0.5,) * 3
+    )
+    nn.init.zeros_(dead.model[1].weight)
+    nn.init.ones_(dead.model[1].bias)  # every image -> the same feature
+    evaluation = OODEvaluation({"knn": KNNScorer()}, dm.eval_loaders(dead.transform()))
+    features = {
+        name: dead(torch.stack([x for x, _ in loader.dataset]))
+        for name, loader in evaluation.loaders.items()
+    }
+    with pytest.raises(ValueError, match="same score.*collapsed or diverged"):
+        evaluation.evaluate(features)

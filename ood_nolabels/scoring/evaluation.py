@@ -52,6 +52,17 @@ def epoch_mean(epochs: Mapping[int, EvaluationResult]) -> dict[str, float]:
     return {str(key): sum(v) / len(v) for key, v in values.items()}
 
 
+def check_not_constant(scores: Mapping[str, torch.Tensor], scorer: str) -> None:
+    """Every image scored alike means AUROC 50 from garbage, not a result: stop instead."""
+    values = torch.cat([s.flatten() for s in scores.values()])
+    if len(values) > 1 and bool((values == values[0]).all()):
+        raise ValueError(
+            f"scorer {scorer!r} gave every image the same score ({float(values[0]):.4g}): the "
+            "features are constant, so the backbone collapsed or diverged. Lower the learning "
+            "rate of the stage that trained it, or check that the images are not blank."
+        )
+
+
 class OODEvaluation(L.Callback):
     """Extract features, fit the scorers on the normal training features, score every OOD set.
 
@@ -110,6 +121,8 @@ class OODEvaluation(L.Callback):
             scores = {NORMAL_TEST: scorer.score(features[NORMAL_TEST])}
             for ood_set in self.ood_names:
                 scores[ood_set] = scorer.score(features[ood_set])
+            check_not_constant(scores, scorer_name)
+            for ood_set in self.ood_names:
                 metrics = ood_metrics(scores[NORMAL_TEST], scores[ood_set])
                 for metric, value in metrics.items():
                     result.metrics[MetricKey(ood_set, scorer_name, metric, scope, epoch)] = value
