@@ -1,0 +1,148 @@
+"""Stage 1 of ``scan_cifar10`` against the official SCAN code: neighbour mining and head selection.
+
+Official files: github.com/wvangansbeke/Unsupervised-Classification (snapshot 952ec31).
+
+* Mining (item 3): ``simclr.py`` L63, L130-138 mine the training set under the validation
+  transform with the SimCLR model, whose forward is the L2-normalised projection-head output
+  (``models/models.py`` L28-31); ``utils/memory.py`` L46-54 search ``topk + 1`` with faiss
+  ``IndexFlatIP`` ("Sample itself is included") and L59 measure the accuracy without the anchor's
+  column; ``data/custom_dataset.py`` L60-61, L71 keep ``indices[:, :num_neighbors + 1]`` and
+  draw the neighbour uniformly from those, the anchor included.
+* Selection (item 4): ``scan.py`` L99, L107-112, L130-131 score every head after every epoch
+  with ``utils/evaluate_utils.py`` L87-119 (``scan_evaluate``: BCE of ``<p_anchor, p_candidate>``
+  over all (anchor, candidate) pairs minus the entropy of the mean prediction, weight 1), keep the
+  lowest head and the weights of the epoch with the lowest such loss, and reload them at the end.
+  The anchors and neighbours go through the model in two calls (``scan_train``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchvision import transforms as T
+
+from ood_nolabels.clustering import mining
+from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
+from ood_nolabels.clustering.pipeline import cluster_normal_images
+from ood_nolabels.data.images import ArrayImages, NeighborsDataset
+from ood_nolabels.models.backbones import Backbone
+from ood_nolabels.stages.cache import load_artifact
+from ood_nolabels.train import build_runtime
+
+SEARCH_PATHS = [
+    False,
+    pytest.param(True, marks=pytest.mark.skipif(mining.faiss is None, reason="needs faiss")),
+]
+FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
+
+
+def frozen_sgd(params):
+    return torch.optim.SGD(params, lr=0.0)
+
+
+def tiny_backbone(dim: int = 8, batch_norm: bool = False) -> Backbone:
+    layers = [nn.Flatten(), *([nn.BatchNorm1d(3 * 4 * 4)] if batch_norm else [])]
+    model = nn.Sequential(*layers, nn.Linear(3 * 4 * 4, dim))
+    return Backbone(model, feature_dim=dim, image_size=4, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+# -- item 3: mining ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_faiss", SEARCH_PATHS)
+def test_mining_with_the_anchor_returns_it_among_k_plus_1_brute_force_candidates(use_faiss):
+    """utils/memory.py: ``search(features, topk + 1)``, the sample itself included."""
+    features = np.random.default_rng(4).normal(size=(150, 16)).astype(np.float32)
+    got = mine_neighbors(features, k=5, use_faiss=use_faiss, include_self=True, chunk_size=7)
+    assert got.shape == (150, 6) and got.dtype == torch.long
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    brute_force = np.argsort(-(unit @ unit.T), axis=1, kind="stable")[:, :6]  # self ranks first
+    assert np.array_equal(brute_force[:, 0], np.arange(150))
+    np.testing.assert_array_equal(got.numpy(), brute_force)
+    without = mine_neighbors(features, k=5, use_faiss=use_faiss, chunk_size=7)
+    assert torch.equal(got[:, 1:], without)
+
+
+@pytest.mark.parametrize("use_faiss", SEARCH_PATHS)
+def test_mining_with_the_anchor_lists_it_exactly_once_among_duplicates(use_faiss):
+    base = np.random.default_rng(5).normal(size=(20, 8)).astype(np.float32)
+    features = np.concatenate([base, base, base])  # each point ties with its two copies
+    got = mine_neighbors(features, k=3, use_faiss=use_faiss, include_self=True, chunk_size=16)
+    anchors = torch.arange(60).unsqueeze(1)
+    assert got.shape == (60, 4)
+    assert torch.equal((got == anchors).sum(dim=1), torch.ones(60, dtype=torch.long))
+    assert (got[:, :3] % 20 == anchors % 20).all()  # the anchor and its two copies first
+
+
+def test_neighbor_purity_leaves_the_anchor_out():
+    """utils/memory.py: the accuracy compares ``indices[:, 1:]`` with the anchor's label."""
+    labels = torch.tensor([0, 0, 1, 1])
+    with_anchor = torch.tensor([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1]])
+    assert neighbor_purity(with_anchor, labels) == pytest.approx(0.5)  # not 8 / 12
+    assert neighbor_purity(with_anchor, labels) == neighbor_purity(with_anchor[:, 1:], labels)
+
+
+def test_the_anchor_is_drawn_as_neighbour_one_time_in_k_plus_1():
+    """data/custom_dataset.py: ``np.random.choice(self.indices[index], 1)`` over all k + 1."""
+    features = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    neighbors = mine_neighbors(features, k=4, use_faiss=False, include_self=True)
+    pixels = np.arange(30, dtype=np.uint8)[:, None, None].repeat(2, 1).repeat(2, 2)
+    dataset = NeighborsDataset(ArrayImages(pixels), neighbors, T.PILToTensor())
+    torch.manual_seed(0)
+    draws = 3000
+    picked_self = sum(
+        int(torch.equal(*dataset[i % 30][:2])) for i in range(draws)
+    )  # every image differs, so equal views mean the anchor itself was drawn
+    assert picked_self / draws == pytest.approx(1 / 5, abs=0.025)
+
+
+def mined(compose_cfg, features: str, include_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = compose_cfg(
+        *FAST,
+        "method=clustering",
+        "clustering.stop_after=mining",
+        f"clustering.mining.features={features}",
+        f"clustering.mining.include_self={str(include_self).lower()}",
+    )
+    result = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    assert "cluster/mining/neighbor_purity" in result.metrics
+    directory = result.stages[-1].directory
+    assert directory.name.startswith("mining-")
+    return load_artifact(directory / "features.pt"), load_artifact(directory / "neighbors.pt")
+
+
+def test_mining_features_choose_the_projection_or_the_backbone(compose_cfg):
+    """simclr.py / models/models.py: mined in the normalised projection head's output."""
+    cfg = compose_cfg(*FAST).clustering
+    projection_dim = cfg.simclr.module.projection_dim
+    feature_dim = instantiate(cfg.simclr.backbone).feature_dim
+    assert projection_dim != feature_dim
+
+    features, neighbors = mined(compose_cfg, "projection", include_self=True)
+    assert features.shape == (64, projection_dim)
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(64))
+    assert neighbors.shape == (64, cfg.mining.num_neighbors + 1)
+    assert torch.equal(neighbors[:, 0], torch.arange(64))
+
+    features, neighbors = mined(compose_cfg, "backbone", include_self=False)
+    assert features.shape == (64, feature_dim)
+    assert neighbors.shape == (64, cfg.mining.num_neighbors)
+    assert not (neighbors == torch.arange(64).unsqueeze(1)).any()
+
+
+def test_unknown_mining_features_are_rejected(compose_cfg):
+    cfg = compose_cfg(*FAST, "clustering.mining.features=logits")
+    with pytest.raises(ValueError, match="mining.features='logits'"):
+        cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+
+
+def test_recipes_mine_as_configured(compose_cfg):
+    official = compose_cfg("+experiment=clustering_cifar10").clustering
+    assert official.mining.features == "projection" and official.mining.include_self
+    digits = compose_cfg("+experiment=clustering_digits").clustering  # kept as measured
+    assert digits.mining.features == "backbone" and not digits.mining.include_self
+    synthetic = compose_cfg(*FAST).clustering
+    assert synthetic.mining.features == "backbone" and not synthetic.mining.include_self
