@@ -20,8 +20,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import quiet_trainer
 from hydra.utils import instantiate
 from torch import nn
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from ood_nolabels.clustering import mining
@@ -30,6 +32,7 @@ from ood_nolabels.clustering.pipeline import cluster_normal_images
 from ood_nolabels.data.images import ArrayImages, NeighborsDataset
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.stages.cache import load_artifact
+from ood_nolabels.stages.scan import SCANModule
 from ood_nolabels.train import build_runtime
 
 SEARCH_PATHS = [
@@ -146,3 +149,38 @@ def test_recipes_mine_as_configured(compose_cfg):
     assert digits.mining.features == "backbone" and not digits.mining.include_self
     synthetic = compose_cfg(*FAST).clustering
     assert synthetic.mining.features == "backbone" and not synthetic.mining.include_self
+
+
+# -- item 4: head selection and best epoch -------------------------------------------------------
+
+
+class Images(torch.utils.data.Dataset):
+    """``(image, index)`` like the datamodule's loaders, or SCAN's ``(anchor, neighbour, index)``
+    with the neighbour drawn from ``neighbors``."""
+
+    def __init__(self, n: int = 24, neighbors: torch.Tensor | None = None) -> None:
+        self.images = torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        self.neighbors = neighbors
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if self.neighbors is None:
+            return self.images[i], i
+        j = int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())])
+        return self.images[i], self.images[j], i
+
+
+def test_anchors_and_neighbours_are_forwarded_in_two_calls():
+    """BatchNorm running statistics: anchors' batch first, then the neighbours' (momentum 0.1)."""
+    data = Images(8, torch.roll(torch.arange(8), 1)[:, None])
+    backbone = tiny_backbone(batch_norm=True)
+    module = SCANModule(backbone, num_clusters=3, optimizer=frozen_sgd, num_heads=1)
+    anchors, neighbors, _ = next(iter(DataLoader(data, batch_size=8)))
+    batch_norm = backbone.model[1]
+    quiet_trainer(max_epochs=1).fit(module, DataLoader(data, batch_size=8))
+    assert int(batch_norm.num_batches_tracked) == 2
+    after_anchors = 0.1 * anchors.flatten(1).mean(0)
+    expected = 0.9 * after_anchors + 0.1 * neighbors.flatten(1).mean(0)
+    torch.testing.assert_close(batch_norm.running_mean, expected)

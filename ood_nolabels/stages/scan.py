@@ -42,8 +42,10 @@ class ClusterModel(nn.Module):
 class SCANModule(StageModule):
     """Several K-way heads on the SimCLR backbone; the lowest-loss head is kept.
 
-    Batches are ``(anchors, neighbours, indices)``. With ``update_backbone=False`` only the heads
-    train (the backbone stays in eval mode, BatchNorm statistics frozen).
+    Batches are ``(anchors, neighbours, indices)``; anchors and neighbours go through the backbone
+    in two calls, as the official code (BatchNorm normalises each with its own batch statistics).
+    With ``update_backbone=False`` only the heads train (the backbone stays in eval mode,
+    BatchNorm statistics frozen).
     """
 
     def __init__(
@@ -75,8 +77,8 @@ class SCANModule(StageModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         anchors, neighbors, _ = batch
-        features = self.backbone(torch.cat([anchors, neighbors]))
-        anchor_features, neighbor_features = features.chunk(2)
+        anchor_features = self.backbone(anchors)
+        neighbor_features = self.backbone(neighbors)
         losses = torch.stack(
             [
                 torch.stack(
