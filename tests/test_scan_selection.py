@@ -17,6 +17,9 @@ Official files: github.com/wvangansbeke/Unsupervised-Classification (snapshot 95
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -29,10 +32,12 @@ from torchvision import transforms as T
 from ood_nolabels.clustering import mining
 from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
 from ood_nolabels.clustering.pipeline import cluster_normal_images
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import ArrayImages, NeighborsDataset
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.cache import load_artifact
-from ood_nolabels.stages.scan import SCANModule
+from ood_nolabels.runtime import Runtime
+from ood_nolabels.stages.cache import CachedStage, load_artifact
+from ood_nolabels.stages.scan import SCANModule, train_scan
 from ood_nolabels.train import build_runtime
 
 SEARCH_PATHS = [
@@ -142,13 +147,16 @@ def test_unknown_mining_features_are_rejected(compose_cfg):
         cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
 
 
-def test_recipes_mine_as_configured(compose_cfg):
+def test_recipes_mine_and_select_as_configured(compose_cfg):
     official = compose_cfg("+experiment=clustering_cifar10").clustering
     assert official.mining.features == "projection" and official.mining.include_self
+    assert official.scan.module.selection == "validation"
     digits = compose_cfg("+experiment=clustering_digits").clustering  # kept as measured
     assert digits.mining.features == "backbone" and not digits.mining.include_self
+    assert digits.scan.module.selection == "train_loss"
     synthetic = compose_cfg(*FAST).clustering
     assert synthetic.mining.features == "backbone" and not synthetic.mining.include_self
+    assert synthetic.scan.module.selection == "validation"
 
 
 # -- item 4: head selection and best epoch -------------------------------------------------------
@@ -172,6 +180,50 @@ class Images(torch.utils.data.Dataset):
         return self.images[i], self.images[j], i
 
 
+def official_selection_losses(logits: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    """scan_evaluate in numpy: ``BCE(<p_i, p_j>, 1)`` over all pairs - entropy(mean p)."""
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    similarity = (probs @ probs.T)[np.arange(len(probs))[:, None], neighbors]
+    consistency = -np.maximum(np.log(similarity), -100).mean()
+    mean = np.maximum(probs.mean(axis=0), 1e-8)
+    return consistency - (-(mean * np.log(mean)).sum())
+
+
+def test_validation_selection_picks_the_lowest_label_free_loss_with_entropy_weight_1():
+    torch.manual_seed(0)
+    n, heads = 24, 5
+    neighbors = torch.cat([torch.arange(n)[:, None], torch.randint(n, (n, 3))], dim=1)
+    module = SCANModule(
+        tiny_backbone(),
+        num_clusters=3,
+        optimizer=frozen_sgd,  # lr 0: the weights validated are the weights checked here
+        num_heads=heads,
+        entropy_weight=5.0,
+        selection="validation",
+        neighbors=neighbors,
+    )
+    order = torch.randperm(n).tolist()  # batches out of dataset order: placed by their indices
+    module.validation_loader = DataLoader(Images(n), batch_size=5, sampler=order)
+    quiet_trainer(max_epochs=1).fit(module, DataLoader(Images(n, neighbors), batch_size=8))
+
+    module.eval()
+    with torch.no_grad():
+        features = module.backbone(Images(n).images)
+        expected = np.array(
+            [
+                official_selection_losses(head(features).double().numpy(), neighbors.numpy())
+                for head in module.heads
+            ]
+        )
+    np.testing.assert_allclose(module.val_head_losses.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert len(set(np.round(expected, 4))) == heads  # the heads differ: the argmin means something
+    assert module.best_head == int(expected.argmin())
+    assert module.cluster_model().head is module.heads[int(expected.argmin())]
+    logged = module.trainer.callback_metrics["scan/val_loss"].item()
+    assert logged == pytest.approx(expected.min(), rel=1e-4)
+
+
 def test_anchors_and_neighbours_are_forwarded_in_two_calls():
     """BatchNorm running statistics: anchors' batch first, then the neighbours' (momentum 0.1)."""
     data = Images(8, torch.roll(torch.arange(8), 1)[:, None])
@@ -184,3 +236,129 @@ def test_anchors_and_neighbours_are_forwarded_in_two_calls():
     after_anchors = 0.1 * anchors.flatten(1).mean(0)
     expected = 0.9 * after_anchors + 0.1 * neighbors.flatten(1).mean(0)
     torch.testing.assert_close(batch_norm.running_mean, expected)
+
+
+class SharpenThenCollapse(L.Callback):
+    """Epoch 0: confident heads (a clearly negative selection loss, see below); from epoch 1 on,
+    zeroed heads: uniform predictions, a selection loss of exactly 0."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            for parameter in pl_module.heads.parameters():
+                parameter.mul_(20.0 if trainer.current_epoch == 0 else 0.0)
+
+
+class Record(L.Callback):
+    """Every epoch's weights and selection losses, as validated."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, torch.Tensor]] = []
+        self.losses: list[torch.Tensor] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.states.append({k: v.clone() for k, v in pl_module.state_dict().items()})
+            self.losses.append(pl_module.val_head_losses.clone())
+
+
+def test_the_best_epochs_weights_and_head_are_kept(compose_cfg, monkeypatch):
+    """scan.py: the checkpoint of the lowest-loss epoch is saved and reloaded, not the last."""
+    cfg = compose_cfg(*FAST, "clustering.scan.epochs=3", "clustering.scan.optimizer.lr=0")
+    runtime = build_runtime(cfg)
+    runtime.datamodule.setup()
+    images = runtime.datamodule.images[NORMAL_TRAIN]
+    n = len(images)
+    # Each image its own only candidate: every head's loss is <= 0, and 0 only when uniform.
+    neighbors = torch.arange(n)[:, None]
+    record = Record()
+    original = Runtime.make_trainer
+    monkeypatch.setattr(
+        Runtime,
+        "make_trainer",
+        lambda self, callbacks=(), **kw: original(
+            self, callbacks=[*callbacks, SharpenThenCollapse(), record], **kw
+        ),
+    )
+    backbone = instantiate(cfg.clustering.simclr.backbone)  # BatchNorm: its statistics move too
+    upstream = CachedStage(Path(cfg.paths.artifact_dir), "mining", "0" * 12, 0)
+    model, _, stage = train_scan(
+        runtime, images, backbone, neighbors, cfg.clustering.scan, cfg.K, upstream
+    )
+
+    assert len(record.losses) == 3
+    assert record.losses[0].min() < -0.1  # epoch 0 beats the collapsed epochs 1 and 2
+    torch.testing.assert_close(record.losses[1], torch.zeros(2), atol=1e-6, rtol=0)
+    saved = load_artifact(stage.directory / "scan.pt")
+    assert saved.keys() == record.states[0].keys()
+    # Every tensor as validated (written at validation end, the best checkpoint holds the
+    # previous epoch's last_head_losses: the validation selection does not use them).
+    for key, value in record.states[0].items():
+        assert torch.equal(saved[key], value), key
+    assert not torch.equal(
+        saved["backbone.model.0.1.running_mean"],
+        record.states[2]["backbone.model.0.1.running_mean"],
+    )  # the last epoch's statistics differ: the best epoch's were restored
+    best = int(record.losses[0].argmin())
+    assert torch.equal(model.head.weight, record.states[0][f"heads.{best}.weight"])
+    assert not (stage.directory / "checkpoints").exists()
+
+
+class Interrupt(Exception):
+    pass
+
+
+class ScaleHeads(L.Callback):
+    """Multiply the heads by ``factors[epoch]`` at the start of that epoch (lr 0 elsewhere)."""
+
+    def __init__(self, factors: dict[int, float], interrupt_at: int | None = None) -> None:
+        self.factors = factors
+        self.interrupt_at = interrupt_at
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.interrupt_at:
+            raise Interrupt
+        with torch.no_grad():
+            for parameter in pl_module.heads.parameters():
+                parameter.mul_(self.factors.get(trainer.current_epoch, 1.0))
+
+
+def test_a_resumed_stage_keeps_the_best_epoch_from_before_the_interruption(
+    compose_cfg, monkeypatch
+):
+    """Epoch 1 is the best, the run stops before epoch 2, whose loss lies between epochs 0 and 1:
+    after resuming, epoch 1's weights stay kept (the best checkpoint's state is up to date in
+    the resume checkpoint of the epoch that set it)."""
+    cfg = compose_cfg(*FAST, "clustering.scan.epochs=3", "clustering.scan.optimizer.lr=0")
+    runtime = build_runtime(cfg)
+    runtime.datamodule.setup()
+    images = runtime.datamodule.images[NORMAL_TRAIN]
+    neighbors = torch.arange(len(images))[:, None]
+    upstream = CachedStage(Path(cfg.paths.artifact_dir), "mining", "0" * 12, 0)
+    record = Record()
+    original = Runtime.make_trainer
+
+    def scan(callback: L.Callback):
+        with monkeypatch.context() as patch:
+            patch.setattr(
+                Runtime,
+                "make_trainer",
+                lambda self, callbacks=(), **kw: original(
+                    self, callbacks=[*callbacks, callback, record], **kw
+                ),
+            )
+            backbone = instantiate(cfg.clustering.simclr.backbone)
+            return train_scan(
+                runtime, images, backbone, neighbors, cfg.clustering.scan, cfg.K, upstream
+            )
+
+    factors = {1: 20.0, 2: 0.25}  # epoch 2 predicts like heads x 5: between epochs 0 and 1
+    with pytest.raises(Interrupt):
+        scan(ScaleHeads(factors, interrupt_at=2))
+    _, _, stage = scan(ScaleHeads(factors))
+
+    assert stage.outcome == "resumed" and len(record.losses) == 3
+    best = [float(losses.min()) for losses in record.losses]
+    assert best[1] < best[2] < best[0]
+    saved = load_artifact(stage.directory / "scan.pt")
+    for key, value in record.states[1].items():
+        assert torch.equal(saved[key], value), key
