@@ -42,9 +42,19 @@ def _drop_self(candidates: torch.Tensor) -> torch.Tensor:
 
 
 def mine_neighbors(
-    features: torch.Tensor | np.ndarray, k: int, use_faiss: bool = True, chunk_size: int = 1024
+    features: torch.Tensor | np.ndarray,
+    k: int,
+    use_faiss: bool = True,
+    include_self: bool = False,
+    chunk_size: int = 1024,
 ) -> torch.Tensor:
     """Indices ``(N, k)`` of each point's ``k`` most cosine-similar other points.
+
+    With ``include_self`` the anchor is a candidate too: ``(N, k + 1)`` with the anchor's own
+    index in column 0, as the official SCAN code mines (``search(features, topk + 1)``, "sample
+    itself is included") and samples its neighbour from all ``k + 1`` (the anchor with
+    probability ``1 / (k + 1)``). The anchor is placed there explicitly rather than trusted to
+    rank first, which duplicates or rounding could break.
 
     Uses an exact faiss ``IndexFlatIP`` when faiss is installed and ``use_faiss``, otherwise a
     chunked torch matmul; both return the same neighbours up to ties.
@@ -59,13 +69,22 @@ def mine_neighbors(
         candidates = _search_faiss(features, k + 1)
     else:
         candidates = _search_torch(features, k + 1, chunk_size)
-    return _drop_self(candidates)
+    neighbors = _drop_self(candidates)
+    if include_self:
+        neighbors = torch.cat([torch.arange(len(neighbors)).unsqueeze(1), neighbors], dim=1)
+    return neighbors
 
 
 def neighbor_purity(
     neighbors: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
 ) -> float:
-    """Mean fraction of neighbours sharing their anchor's label (SCAN's mining sanity check)."""
+    """Mean fraction of neighbours sharing their anchor's label (SCAN's mining sanity check).
+
+    Entries equal to the anchor's own index (mined with ``include_self``) are not counted: the
+    official accuracy also leaves the anchor's column out.
+    """
     neighbors = torch.as_tensor(neighbors).long()
     labels = torch.as_tensor(labels)
-    return (labels[neighbors] == labels.unsqueeze(1)).float().mean().item()
+    others = neighbors != torch.arange(len(neighbors)).unsqueeze(1)
+    same = labels[neighbors] == labels.unsqueeze(1)
+    return ((same & others).sum() / others.sum()).item()

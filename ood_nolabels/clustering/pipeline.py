@@ -19,7 +19,7 @@ from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.runtime import Runtime
 from ood_nolabels.stages.base import check_num_clusters
 from ood_nolabels.stages.cache import CachedStage
-from ood_nolabels.stages.mining import mine
+from ood_nolabels.stages.mining import check_mined_features, mine, mining_encoder
 from ood_nolabels.stages.scan import train_scan
 from ood_nolabels.stages.selflabel import train_selflabel
 from ood_nolabels.stages.simclr import pretrain_simclr
@@ -53,6 +53,8 @@ def cluster_normal_images(
     """
     check_num_clusters(num_clusters)
     stop_after = check_stop_after(clustering.stop_after)
+    if stop_after != "simclr":
+        check_mined_features(clustering.mining.features)
     runtime.datamodule.setup()
     images = runtime.datamodule.images[NORMAL_TRAIN]
     labels = runtime.datamodule.train_labels()
@@ -61,8 +63,9 @@ def cluster_normal_images(
     backbone = simclr.backbone
     result = ClusteringResult(backbone, None, stages=[simclr_stage])
     if stop_after != "simclr":
+        encoder = mining_encoder(simclr, clustering.mining.features)
         neighbors, features, mining_stage = mine(
-            runtime, backbone, backbone.transform(), clustering.mining, simclr_stage, labels
+            runtime, encoder, backbone.transform(), clustering.mining, simclr_stage, labels
         )
         result.stages.append(mining_stage)
     if stop_after in ("scan", "selflabel"):

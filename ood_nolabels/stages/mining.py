@@ -12,6 +12,24 @@ from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.runtime import Runtime
 from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
+from ood_nolabels.stages.simclr import SimCLRModule
+
+MINED_FEATURES = ("projection", "backbone")
+
+
+def check_mined_features(features: str) -> str:
+    if features not in MINED_FEATURES:
+        raise ValueError(f"mining.features={features!r}; expected one of {MINED_FEATURES}")
+    return features
+
+
+def mining_encoder(simclr: SimCLRModule, features: str) -> nn.Module:
+    """The part of the SimCLR model whose outputs are mined (``mining.features``).
+
+    ``projection``: the whole module, whose forward is the L2-normalised projection-head output
+    (the official SCAN code mines those); ``backbone``: the backbone's features before the head.
+    """
+    return simclr if check_mined_features(features) == "projection" else simclr.backbone
 
 
 def mine(
@@ -22,17 +40,24 @@ def mine(
     upstream: CachedStage,
     labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, CachedStage]:
-    """``(neighbours (N, k), features (N, D), stage)`` of the normal training images.
+    """``(neighbours (N, k'), features (N, D), stage)`` of the normal training images.
 
-    ``encoder`` with ``transform`` gives the features mined in; ``labels`` (ground truth, optional)
-    only measure the neighbours' purity. The key holds no K: a K sweep mines once.
+    ``encoder`` with ``transform`` gives the features mined in; ``k' = k + 1`` with
+    ``config.include_self`` (the anchor is a candidate, in column 0), else ``k``. ``labels``
+    (ground truth, optional) only measure the neighbours' purity, the anchor left out. The key
+    holds no K: a K sweep mines once.
     """
     stage = runtime.stage("mining", upstream.name, config)
 
     def train(work_dir: Path) -> dict[str, float]:
         loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, transform)}
         features = runtime.extract(encoder, loaders)[NORMAL_TRAIN]
-        neighbors = mine_neighbors(features, config.num_neighbors, use_faiss=config.use_faiss)
+        neighbors = mine_neighbors(
+            features,
+            config.num_neighbors,
+            use_faiss=config.use_faiss,
+            include_self=config.include_self,
+        )
         save_artifact(features, work_dir / "features.pt")
         save_artifact(neighbors, work_dir / "neighbors.pt")
         if labels is None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import DataLoader
 from torchmetrics.aggregation import MeanMetric
 
 from ood_nolabels.clustering.kmeans import kmeans_clusters
@@ -17,6 +19,7 @@ from ood_nolabels.data.images import LabeledImages, NeighborsDataset
 from ood_nolabels.losses import scan_loss
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.runtime import Runtime
+from ood_nolabels.scoring.features import gather_features
 from ood_nolabels.stages.base import (
     OptimizerFactory,
     SchedulerFactory,
@@ -39,11 +42,27 @@ class ClusterModel(nn.Module):
         return self.head(self.backbone(images))
 
 
+SELECTIONS = ("validation", "train_loss")
+# The official selection weighs the entropy 1, whatever the training loss's weight.
+SELECTION_ENTROPY_WEIGHT = 1.0
+
+
 class SCANModule(StageModule):
     """Several K-way heads on the SimCLR backbone; the lowest-loss head is kept.
 
-    Batches are ``(anchors, neighbours, indices)``. With ``update_backbone=False`` only the heads
-    train (the backbone stays in eval mode, BatchNorm statistics frozen).
+    Batches are ``(anchors, neighbours, indices)``; anchors and neighbours go through the backbone
+    in two calls, as the official code (BatchNorm normalises each with its own batch statistics).
+    With ``update_backbone=False`` only the heads train (the backbone stays in eval mode,
+    BatchNorm statistics frozen).
+
+    ``selection`` picks the head:
+
+    * ``validation`` (official ``scan.py`` / ``scan_evaluate``): after every epoch a validation
+      loop over the un-augmented training images, batches ``(images, indices)`` in eval mode,
+      scores each head with the label-free SCAN loss over all ``(anchor, candidate)`` pairs of
+      ``neighbors`` (the candidate matrix the training set samples from) and entropy weight 1;
+      the lowest is logged as ``scan/val_loss`` (:func:`train_scan` keeps that epoch's weights);
+    * ``train_loss``: the head with the lowest mean training loss of the last epoch.
     """
 
     def __init__(
@@ -55,19 +74,31 @@ class SCANModule(StageModule):
         num_heads: int = 10,
         entropy_weight: float = 5.0,
         update_backbone: bool = True,
+        selection: str = "train_loss",
+        neighbors: torch.Tensor | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
         check_num_clusters(num_clusters)
+        if selection not in SELECTIONS:
+            raise ValueError(f"scan.module.selection={selection!r}; expected one of {SELECTIONS}")
+        if selection == "validation" and neighbors is None:
+            raise ValueError("selection='validation' needs the mined neighbours")
         self.backbone = backbone
         self.heads = nn.ModuleList(
             nn.Linear(backbone.feature_dim, num_clusters) for _ in range(num_heads)
         )
         self.entropy_weight = entropy_weight
         self.update_backbone = update_backbone
+        self.selection = selection
         self.backbone.requires_grad_(update_backbone)
         self.head_losses = nn.ModuleList(MeanMetric() for _ in range(num_heads))
-        # A buffer, so the selection survives checkpoints and DDP-spawn's copy back to the parent.
+        # Buffers, so the selection survives checkpoints and DDP-spawn's copy back to the parent.
         self.register_buffer("last_head_losses", torch.full((num_heads,), float("inf")))
+        self.register_buffer("val_head_losses", torch.full((num_heads,), float("inf")))
+        # The mining stage's artifact: no buffer (not saved with the weights, nor broadcast by DDP).
+        self.neighbors = None if neighbors is None else torch.as_tensor(neighbors).long().cpu()
+        self.validation_loader: DataLoader | None = None  # the un-augmented training images
+        self._val_chunks: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_epoch_start(self) -> None:
         if not self.update_backbone:
@@ -75,8 +106,8 @@ class SCANModule(StageModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         anchors, neighbors, _ = batch
-        features = self.backbone(torch.cat([anchors, neighbors]))
-        anchor_features, neighbor_features = features.chunk(2)
+        anchor_features = self.backbone(anchors)
+        neighbor_features = self.backbone(neighbors)
         losses = torch.stack(
             [
                 torch.stack(
@@ -100,15 +131,69 @@ class SCANModule(StageModule):
         for metric in self.head_losses:
             metric.reset()
 
+    # -- validation selection -------------------------------------------------------------------
+    def val_dataloader(self) -> DataLoader | list:
+        if self.selection != "validation":
+            return []  # no validation loop
+        if self.validation_loader is None:
+            raise RuntimeError("selection='validation': set the module's validation_loader")
+        return self.validation_loader
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_chunks = []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, indices = batch
+        features = self.backbone(images)
+        logits = torch.stack([head(features) for head in self.heads], dim=1)  # (B, heads, K)
+        self._val_chunks.append((logits.float(), indices))
+
+    def on_validation_epoch_end(self) -> None:
+        chunks, self._val_chunks = self._val_chunks, []
+        if self.trainer.sanity_checking or not chunks:
+            return  # a few batches: no selection
+        gather = self.all_gather if self.trainer.world_size > 1 else None
+        logits = gather_features(chunks, gather).to(self.device)  # (N, heads, K), dataset order
+        if len(logits) != len(self.neighbors):
+            raise RuntimeError(
+                f"SCAN validation saw {len(logits)} images, the neighbours cover "
+                f"{len(self.neighbors)}: the selection needs every training image"
+            )
+        losses = head_selection_losses(logits, self.neighbors)
+        self.val_head_losses.copy_(losses[:, 0])
+        best = int(losses[:, 0].argmin())
+        self.log("scan/val_loss", losses[best, 0], prog_bar=True, sync_dist=True)
+        self.log("scan/val_consistency", losses[best, 1], sync_dist=True)
+        self.log("scan/val_entropy", losses[best, 2], sync_dist=True)
+
     @property
     def best_head(self) -> int:
-        """Index of the head with the lowest mean loss over the last epoch (SCAN's selection)."""
-        if not torch.isfinite(self.last_head_losses).all():
+        """Index of the selected head: the lowest label-free validation loss (``validation``)
+        or the lowest mean loss over the last training epoch (``train_loss``)."""
+        losses = self.val_head_losses if self.selection == "validation" else self.last_head_losses
+        if not torch.isfinite(losses).all():
             raise RuntimeError("no SCAN epoch has finished yet")
-        return int(self.last_head_losses.argmin())
+        return int(losses.argmin())
 
     def cluster_model(self) -> ClusterModel:
         return ClusterModel(self.backbone, self.heads[self.best_head])
+
+
+def head_selection_losses(logits: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """``(heads, [total, consistency, entropy])`` of the SCAN loss with entropy weight 1.
+
+    ``logits`` ``(N, heads, K)`` of all N images; consistency over every (anchor, candidate)
+    pair of ``neighbors`` ``(N, k')``, entropy of the mean prediction over all N (each anchor
+    repeated k' times changes no mean), as the official ``scan_evaluate``.
+    """
+    rows = torch.arange(len(neighbors), device=logits.device).repeat_interleave(neighbors.shape[1])
+    cols = neighbors.to(logits.device).flatten()
+    return torch.stack(
+        [
+            torch.stack(scan_loss(logits[rows, head], logits[cols, head], SELECTION_ENTROPY_WEIGHT))
+            for head in range(logits.shape[1])
+        ]
+    )
 
 
 def cluster_predictions(
@@ -142,7 +227,11 @@ def train_scan(
 ) -> tuple[ClusterModel, torch.Tensor, CachedStage]:
     """The cached SCAN stage: ``(cluster model with the selected head, its cluster ids, stage)``.
 
-    ``config`` is the ``clustering.scan`` node; the key holds K and the mining stage. With
+    ``config`` is the ``clustering.scan`` node; the key holds K and the mining stage.
+    ``neighbors`` is the mining stage's candidate matrix: the training set draws each anchor's
+    neighbour from its row and the ``validation`` selection scores the heads on all of it. With
+    ``selection: validation`` the weights and head of the epoch with the lowest
+    ``scan/val_loss`` are kept (official ``scan.py``), else those of the last epoch. With
     ground-truth ``labels`` and the ``mined_features``, k-means on those features is measured
     too (``cluster/simclr_kmeans/...``), the reference SCAN has to beat.
     """
@@ -153,13 +242,33 @@ def train_scan(
         num_clusters,
         optimizer=instantiate(config.optimizer),
         scheduler=instantiate(config.scheduler),
+        neighbors=neighbors,
         **config.module,
     )
 
     def train(work_dir: Path) -> dict[str, float]:
         dataset = NeighborsDataset(images, neighbors, augmentation_for(config.augment, backbone))
         loader = runtime.datamodule.train_loader(dataset, config.batch_size)
-        runtime.fit(module, loader, config.epochs, work_dir)
+        callbacks = []
+        best = work_dir / "checkpoints" / "best.ckpt"
+        if module.selection == "validation":
+            module.validation_loader = runtime.datamodule.loader(NORMAL_TRAIN, backbone.transform())
+            checkpoint = ModelCheckpoint(
+                dirpath=best.parent,
+                filename=best.stem,
+                monitor="scan/val_loss",
+                mode="min",
+                save_top_k=1,
+                enable_version_counter=False,
+                # At validation end, before the epoch's last.ckpt stores this callback's state
+                # (so a resumed run compares with the true best; last_head_losses in it are the
+                # previous epoch's).
+                save_on_train_epoch_end=False,
+            )
+            callbacks.append(checkpoint)
+        runtime.fit(module, loader, config.epochs, work_dir, callbacks)
+        if callbacks:  # the checkpoints are deleted when the stage is published: read it now
+            module.load_state_dict(load_artifact(best)["state_dict"])
         save_artifact(module.state_dict(), work_dir / "scan.pt")
         predictions, metrics = cluster_predictions(
             runtime, module.cluster_model(), "scan", num_clusters, labels
