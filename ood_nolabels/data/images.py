@@ -3,17 +3,26 @@
 Every dataset source (digits, CIFAR, folders, ...) returns :class:`LabeledImages`: an indexable
 collection of PIL images with optional integer labels. Transforms and indices are added later by
 :class:`IndexedDataset`, so sources stay independent of the backbone that consumes them.
+
+Image files are converted to 8-bit RGB by :func:`to_rgb8` (16-bit grayscale scaled, transparency
+composited on white, modes without a safe mapping refused), and :func:`check_image_files` opens
+and decodes every file of a run up front, so a broken file stops the run before any training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
 
 
 class LabeledImages(Dataset):
@@ -26,6 +35,10 @@ class LabeledImages(Dataset):
 
     def get_image(self, index: int) -> Image.Image:
         raise NotImplementedError
+
+    def files(self) -> list[Path]:
+        """The image files read by :meth:`get_image`, in order; empty for in-memory images."""
+        return []
 
     def __getitem__(self, index: int) -> Image.Image:
         return self.get_image(index)
@@ -78,12 +91,18 @@ class FileImages(LabeledImages):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def files(self) -> list[Path]:
+        return list(self.paths)
+
     def get_image(self, index: int) -> Image.Image:
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                return image.convert("RGB")
-        except (OSError, ValueError) as error:
+                image.load()
+                return to_rgb8(image, path)
+        except UnsupportedImageMode:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             raise RuntimeError(
                 f"cannot read image {path}: {error}. Remove or replace the file and run again."
             ) from error
@@ -102,6 +121,129 @@ class SubsetImages(LabeledImages):
 
     def get_image(self, index: int) -> Image.Image:
         return self.base.get_image(int(self.indices[index]))
+
+    def files(self) -> list[Path]:
+        files = self.base.files()
+        return [files[i] for i in self.indices.tolist()] if files else []
+
+
+class UnsupportedImageMode(ValueError):
+    """An image whose pixel mode has no safe mapping to 8-bit RGB."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = Path(path)
+        self.detail = detail
+
+
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+CONVERTIBLE_MODES = frozenset({"RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"})
+
+
+def to_rgb8(image: Image.Image, path: Path | str) -> Image.Image:
+    """A new 8-bit RGB copy of a loaded ``image`` read from ``path`` (named in errors).
+
+    * 8-bit modes (L, P, CMYK, YCbCr, ...) go through PIL's own ``convert("RGB")``.
+    * 16-bit grayscale (``I;16*``, and ``I``: 32-bit integers holding 16-bit data, as some
+      readers return 16-bit files) is scaled to 8 bits, value / 257 rounded, so 65535 is white.
+      PIL's ``convert`` would clip every value above 255 to white instead. ``I`` values outside
+      0..65535 cannot be scaled safely and are refused.
+    * Transparency (RGBA, LA, PA, or a palette/colour key marked transparent) is composited on
+      white, as an image viewer shows it, rather than dropped: dropping the alpha channel exposes
+      whatever colour the editor left in the transparent pixels, often black, sometimes garbage.
+    * Anything else, e.g. ``F`` (32-bit float, no known value range), raises
+      :class:`UnsupportedImageMode` naming the file and the mode.
+    """
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image)
+        if mode == "I" and values.size and (values.min() < 0 or values.max() > 65535):
+            raise UnsupportedImageMode(
+                path,
+                f"mode I (32-bit integer) with values {values.min()}..{values.max()}, outside "
+                "the 16-bit range 0..65535 that can be scaled to 8 bits; save it as an 8-bit or "
+                "16-bit image",
+            )
+        gray = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(value / 257)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+    if mode in ALPHA_MODES or (mode in CONVERTIBLE_MODES and "transparency" in image.info):
+        rgba = image.convert("LA" if mode == "La" else "RGBA").convert("RGBA")
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in CONVERTIBLE_MODES:
+        return image.convert("RGB")
+    what = "32-bit floating point, whose value range is unknown" if mode == "F" else "unusual"
+    raise UnsupportedImageMode(
+        path,
+        f"mode {mode} ({what}) cannot be converted to 8-bit RGB safely; save it as an 8-bit or "
+        "16-bit image",
+    )
+
+
+MAX_LISTED = 20
+
+
+class UnreadableImagesError(RuntimeError):
+    """Image files of a run that cannot be opened, decoded or converted, listed together."""
+
+
+def image_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an image, or None when it decodes and converts.
+
+    JPEGs are decoded at 1/8 scale (``Image.draft``): the decoder still reads every byte, so a
+    truncated or corrupt file fails, at a fraction of the cost of a full decode.
+    """
+    try:
+        with Image.open(path) as image:
+            image.draft(None, (1, 1))  # no-op for formats other than JPEG
+            image.load()
+            to_rgb8(image, path)
+    except UnsupportedImageMode as error:
+        return error.detail
+    except UnidentifiedImageError:
+        return "not an image in a format PIL can read (cannot identify image file)"
+    except Exception as error:  # any failure to decode is what this check reports
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def check_image_files(images: Mapping[str, LabeledImages], workers: int | None = None) -> int:
+    """Open and decode every image file of ``images`` (keyed by set name) in a thread pool.
+
+    Raises one :class:`UnreadableImagesError` listing the unreadable files (the first
+    :data:`MAX_LISTED` with their reason, then a count of the rest); returns how many files were
+    checked. In-memory collections have no files and cost nothing. PIL releases the GIL while it
+    reads and decodes, so threads scale.
+    """
+    sets_of: dict[Path, list[str]] = {}
+    for name, collection in images.items():
+        for path in collection.files():
+            sets_of.setdefault(path, []).append(name)
+    if not sets_of:
+        return 0
+    start = time.perf_counter()
+    paths = list(sets_of)
+    with ThreadPoolExecutor(workers) as pool:
+        problems = [
+            (path, problem)
+            for path, problem in zip(paths, pool.map(image_file_problem, paths), strict=True)
+            if problem is not None
+        ]
+    seconds = time.perf_counter() - start
+    if problems:
+        lines = [f"  [{', '.join(sets_of[p])}] {p}: {why}" for p, why in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"  ... and {len(problems) - MAX_LISTED:,} more")
+        plural = "s" if len(problems) > 1 else ""
+        raise UnreadableImagesError(
+            f"{len(problems):,} unreadable image file{plural} (of {len(paths):,} checked in "
+            f"{seconds:.1f} s):\n" + "\n".join(lines) + "\nFix: remove or replace these files, "
+            "then run again (++data.check_images=false skips this check; the run then fails "
+            "when it first reads one of them)."
+        )
+    log.info("checked %s images in %.1f s", f"{len(paths):,}", seconds)
+    return len(paths)
 
 
 class IndexedDataset(Dataset):
