@@ -9,10 +9,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ood_nolabels.data.images import ImageSource, IndexedDataset, LabeledImages
+from ood_nolabels.data.images import (
+    ImageSource,
+    IndexedDataset,
+    LabeledImages,
+    check_image_files,
+)
 
 NORMAL_TRAIN = "normal_train"
 NORMAL_TEST = "normal_test"
+NORMAL = "normal"
 
 
 class OODDataModule(L.LightningDataModule):
@@ -20,6 +26,10 @@ class OODDataModule(L.LightningDataModule):
 
     Images are loaded once in :meth:`setup`; each stage asks for loaders with its own backbone's
     transform, so a SimCLR backbone and a pretrained ViT can read the same data.
+
+    :meth:`setup` stops on bad input before any stage trains: it loads every split and names all
+    missing data sets in one error, then (unless ``check_images`` is false) opens and decodes
+    every image file once and lists all unreadable ones in one error.
     """
 
     def __init__(
@@ -29,6 +39,7 @@ class OODDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         pin_memory: bool = False,
+        check_images: bool = True,
     ) -> None:
         super().__init__()
         if not ood:
@@ -41,17 +52,45 @@ class OODDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.check_images = check_images
         self.images: dict[str, LabeledImages] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.images:
             return
-        images = {NORMAL_TRAIN: self.normal.load("train"), NORMAL_TEST: self.normal.load("test")}
-        images |= {name: source.load("test") for name, source in self.ood.items()}
+        images = self.load_all()
         empty = [name for name, split in images.items() if len(split) == 0]
         if empty:
             raise ValueError(f"these splits have no images: {empty}")
+        if self.check_images:
+            check_image_files(images)
         self.images = images
+
+    def load_all(self) -> dict[str, LabeledImages]:
+        """Every split, or one FileNotFoundError naming every missing data set with a count."""
+        wanted = [(NORMAL, NORMAL_TRAIN, self.normal, "train")]
+        wanted += [(NORMAL, NORMAL_TEST, self.normal, "test")]
+        wanted += [(name, name, source, "test") for name, source in self.ood.items()]
+        images: dict[str, LabeledImages] = {}
+        missing: dict[str, list[str]] = {}
+        for data_set, split_name, source, split in wanted:
+            try:
+                images[split_name] = source.load(split)
+            except FileNotFoundError as error:
+                messages = missing.setdefault(data_set, [])
+                if str(error) not in messages:  # CIFAR's train and test need the same files
+                    messages.append(str(error))
+        if missing:
+            total = 1 + len(self.ood)
+            verb = "are" if len(missing) > 1 else "is"
+            details = "\n\n".join(
+                f"{data_set}: " + "\n".join(messages) for data_set, messages in missing.items()
+            )
+            raise FileNotFoundError(
+                f"{len(missing)} of {total} data sets {verb} missing: {', '.join(missing)}\n\n"
+                + details
+            )
+        return images
 
     @property
     def ood_names(self) -> list[str]:
