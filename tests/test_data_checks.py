@@ -68,9 +68,9 @@ def test_every_missing_ood_set_is_named_at_once_with_a_count(tmp_path):
     message = str(error.value)
     assert "2 of 4 data sets are missing" in message
     # each set's own message: where it was looked for, its expected layout and the hint
-    assert "lsun:" in message and str((tmp_path / "lsun").resolve()) in message
+    assert "ood.lsun:" in message and str((tmp_path / "lsun").resolve()) in message
     assert "LSUN_resize/**/*.jpg" in message
-    assert "svhn:" in message and "test_32x32.mat" in message
+    assert "ood.svhn:" in message and "test_32x32.mat" in message
     assert "dataset.download=true" in message and "OOD_DATA_DIR" in message
     assert "present" not in message.replace(str(tmp_path), "")
     assert dm.images == {}
@@ -84,7 +84,7 @@ def test_missing_normal_set_counts_once_with_both_splits(tmp_path):
         dm.setup()
     message = str(error.value)
     assert "2 of 2 data sets are missing" in message
-    assert "normal:" in message and "o:" in message
+    assert "dataset:" in message and "ood.o:" in message
     assert str(tmp_path / "mine" / "train") in message
     assert str(tmp_path / "mine" / "test") in message
 

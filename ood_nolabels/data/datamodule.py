@@ -18,7 +18,6 @@ from ood_nolabels.data.images import (
 
 NORMAL_TRAIN = "normal_train"
 NORMAL_TEST = "normal_test"
-NORMAL = "normal"
 
 
 class OODDataModule(L.LightningDataModule):
@@ -67,10 +66,13 @@ class OODDataModule(L.LightningDataModule):
         self.images = images
 
     def load_all(self) -> dict[str, LabeledImages]:
-        """Every split, or one FileNotFoundError naming every missing data set with a count."""
-        wanted = [(NORMAL, NORMAL_TRAIN, self.normal, "train")]
-        wanted += [(NORMAL, NORMAL_TEST, self.normal, "test")]
-        wanted += [(name, name, source, "test") for name, source in self.ood.items()]
+        """Every split, or one FileNotFoundError naming every missing data set with a count.
+
+        Sets are named as in the config: ``dataset`` (the normal data) and ``ood.<name>``.
+        """
+        wanted = [("dataset", NORMAL_TRAIN, self.normal, "train")]
+        wanted += [("dataset", NORMAL_TEST, self.normal, "test")]
+        wanted += [(f"ood.{name}", name, source, "test") for name, source in self.ood.items()]
         images: dict[str, LabeledImages] = {}
         missing: dict[str, list[str]] = {}
         for data_set, split_name, source, split in wanted:
