@@ -30,7 +30,7 @@ def bare_loop(backbone, loaders) -> dict[str, torch.Tensor]:
 
 
 def framework(backbone, loaders) -> dict[str, torch.Tensor]:
-    extractor = FeatureExtractor(backbone, list(loaders), channels_last=False)
+    extractor = FeatureExtractor(backbone, list(loaders))
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ood_nolabels.data.datamodule import OODDataModule
-from ood_nolabels.scoring.features import FeatureExtractor, channels_last
+from ood_nolabels.scoring.features import FeatureExtractor
 from ood_nolabels.stages.cache import ArtifactStore, CachedStage
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,11 @@ class Runtime:
         self, model: nn.Module, loaders: Mapping[str, DataLoader]
     ) -> dict[str, torch.Tensor]:
         """Outputs of ``model`` (features or logits) for whole splits, in dataset order."""
-        extractor = FeatureExtractor(model, list(loaders), channels_last=True)
+        # The default memory layout, as inside a fit: the same weights must give the same
+        # features (and metrics) whether they are scored live or replayed from a file.
+        extractor = FeatureExtractor(model, list(loaders))
         trainer = self.make_trainer(enable_model_summary=False)
-        # The layout changes outside the test loop: parameters re-created under inference mode
-        # would become inference tensors that can never be trained again.
-        with channels_last(model):
-            trainer.test(extractor, list(loaders.values()), verbose=False)
+        trainer.test(extractor, list(loaders.values()), verbose=False)
         if not extractor.features:
             raise RuntimeError(
                 "features did not come back from the worker processes: training pipelines need "

@@ -18,7 +18,9 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.methods import RunResult
+from ood_nolabels.preflight import check_clusters_fit_the_data, check_stage_recipes, check_trainer
 from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics
 from ood_nolabels.runtime import Runtime
 from ood_nolabels.scoring.evaluation import EvaluationResult
@@ -48,12 +50,34 @@ def build_runtime(cfg: DictConfig) -> Runtime:
     )
 
 
+def preflight(cfg: DictConfig, runtime: Runtime) -> None:
+    """Everything checkable before the first stage trains (see :mod:`ood_nolabels.preflight`)."""
+    check_trainer(cfg.trainer)
+    stages = {f"clustering.{name}": cfg.clustering.get(name) for name in ("simclr", "scan")}
+    stages |= {"clustering.selflabel": cfg.clustering.get("selflabel"), "finetune": cfg.finetune}
+    check_stage_recipes(stages)
+    runtime.datamodule.setup()  # every data set present and readable
+    if "num_clusters" in cfg.method:
+        check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Run the configured method and return its metrics."""
+    """Run the configured method and return its metrics.
+
+    Raises after writing the results when a scorer failed, so such a run never exits 0.
+    """
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
-    result: RunResult = instantiate(cfg.method)(build_runtime(cfg))
+    runtime = build_runtime(cfg)
+    preflight(cfg, runtime)
+    result: RunResult = instantiate(cfg.method)(runtime)
     report(result, output_dir)
+    failures = result.evaluation.failures if result.evaluation else {}
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} scorer(s) failed; the other results are in {output_dir}:\n"
+            + "\n".join(f"  {scorer}: {error}" for scorer, error in failures.items())
+        )
     return result.metrics
 
 

@@ -179,5 +179,28 @@ def test_constant_scores_stop_the_evaluation():
         name: dead(torch.stack([x for x, _ in loader.dataset]))
         for name, loader in evaluation.loaders.items()
     }
-    with pytest.raises(ValueError, match="same score.*collapsed or diverged"):
-        evaluation.evaluate(features)
+    result = evaluation.evaluate(features)
+    assert result.metrics == {}
+    assert (
+        "same score" in result.failures["knn"] and "collapsed or diverged" in result.failures["knn"]
+    )
+
+
+def test_a_failing_scorer_keeps_the_other_scorers_results():
+    dm = OODDataModule(SyntheticSource(classes=[0, 1], per_class=8), {"o": SyntheticSource([5])})
+
+    class Broken(KNNScorer):
+        def fit(self, features, labels=None):
+            raise torch.linalg.LinAlgError("linalg.eigh: failed to converge")
+
+    backbone = conv_backbone()
+    evaluation = OODEvaluation(
+        {"broken": Broken(), "knn": KNNScorer()}, dm.eval_loaders(backbone.transform())
+    )
+    features = {
+        name: backbone(torch.stack([x for x, _ in loader.dataset]))
+        for name, loader in evaluation.loaders.items()
+    }
+    result = evaluation.evaluate(features)
+    assert set(result.failures) == {"broken"} and "failed to converge" in result.failures["broken"]
+    assert MetricKey("o", "knn", "auroc") in result.metrics

@@ -37,6 +37,26 @@ class ClusteringResult:
     stages: list[CachedStage] = field(default_factory=list)
 
 
+def check_not_collapsed(
+    predictions: torch.Tensor,
+    num_clusters: int,
+    stage: str,
+    max_empty_fraction: float,
+    max_cluster_share: float,
+) -> None:
+    """Stop when a clustering collapsed: too many empty clusters, or one swallowing the data."""
+    counts = torch.bincount(predictions, minlength=num_clusters)
+    empty, share = int((counts == 0).sum()), float(counts.max()) / len(predictions)
+    if empty > max_empty_fraction * num_clusters or share > max_cluster_share:
+        raise RuntimeError(
+            f"the {stage} clustering collapsed: {empty} of K={num_clusters} clusters are empty "
+            f"and the largest holds {share:.0%} of the images (limits: "
+            f"clustering.collapse.max_empty_fraction={max_empty_fraction}, "
+            f"max_cluster_share={max_cluster_share}). Train the stage longer or with a lower "
+            "learning rate, raise its entropy_weight, or choose a smaller K."
+        )
+
+
 def check_stop_after(stop_after: str) -> str:
     if stop_after not in STAGES:
         raise ValueError(f"clustering.stop_after={stop_after!r}; expected one of {STAGES}")
@@ -89,6 +109,8 @@ def cluster_normal_images(
         result.backbone = model.backbone
     for stage in result.stages:
         result.metrics |= stage.metrics
+    if result.pseudo_labels is not None:
+        check_not_collapsed(result.pseudo_labels, num_clusters, stop_after, **clustering.collapse)
     if result.pseudo_labels is not None and labels is not None:
         result.metrics |= prefixed(cluster_metrics(result.pseudo_labels, labels), "cluster")
     runtime.log_metrics(result.metrics)

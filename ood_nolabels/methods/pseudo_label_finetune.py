@@ -32,8 +32,8 @@ def pseudo_label_finetune(
     weights through the same callback.
     """
     check_num_clusters(num_clusters)
+    model = instantiate(backbone)  # before stage 1: missing weights fail before any training
     labels, metrics = instantiate(pseudo_labels)(runtime)
-    model = instantiate(backbone)
     evaluation = build_evaluation(runtime, model, scorers, labels, evaluate_every_n_epochs)
     epoch_weights, _ = finetune_stage(
         runtime, model, backbone, labels, finetune, num_clusters, callbacks=[evaluation]

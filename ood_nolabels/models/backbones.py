@@ -151,10 +151,17 @@ class TimmBackbone(Backbone):
                 **model_kwargs,
             )
 
+        if not timm.is_model(name):
+            family = name.split(".")[0].split("_")[0]
+            raise ValueError(
+                f"backbone.name={name!r} is not a timm model. Similar names: "
+                f"{timm.list_models(f'*{family}*')[:8]} (timm.list_models('*{family}*') lists "
+                "them all)"
+            )
         if checkpoint_path and not Path(checkpoint_path).expanduser().is_file():
             raise FileNotFoundError(f"backbone.checkpoint_path {checkpoint_path} does not exist")
         if pretrained and not checkpoint_path:
-            model = load_pretrained(f"timm model {name!r}", create)
+            model = load_pretrained(f"timm model {name!r}", create, "backbone.checkpoint_path")
         else:
             model = create()
         config = timm.data.resolve_model_data_config(model)
@@ -182,7 +189,9 @@ class OpenClipBackbone(Backbone):
             return open_clip.create_model(name, pretrained=pretrained)
 
         model = (
-            load_pretrained(f"open_clip {name}/{pretrained}", create) if pretrained else create()
+            load_pretrained(f"open_clip {name}/{pretrained}", create, "backbone.pretrained")
+            if pretrained
+            else create()
         )
         visual = model.visual
         config = visual.preprocess_cfg

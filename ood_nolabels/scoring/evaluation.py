@@ -37,6 +37,7 @@ class EvaluationResult:
 
     metrics: dict[MetricKey, float] = field(default_factory=dict)
     scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # scorer -> what went wrong
 
     def named(self) -> dict[str, float]:
         """The metrics under their ``metrics.json`` names."""
@@ -117,11 +118,12 @@ class OODEvaluation(L.Callback):
         result = EvaluationResult()
         scope = FINAL if epoch is None else EPOCH
         for scorer_name, scorer in self.scorers.items():
-            scorer.fit(features[NORMAL_TRAIN], self.train_labels)
-            scores = {NORMAL_TEST: scorer.score(features[NORMAL_TEST])}
-            for ood_set in self.ood_names:
-                scores[ood_set] = scorer.score(features[ood_set])
-            check_not_constant(scores, scorer_name)
+            try:  # one scorer's failure must not lose the others' results
+                scores = self._score(scorer, scorer_name, features)
+            except Exception as error:
+                result.failures[scorer_name] = f"{type(error).__name__}: {error}"
+                log.error("scorer %s failed: %s", scorer_name, result.failures[scorer_name])
+                continue
             for ood_set in self.ood_names:
                 metrics = ood_metrics(scores[NORMAL_TEST], scores[ood_set])
                 for metric, value in metrics.items():
@@ -134,12 +136,21 @@ class OODEvaluation(L.Callback):
         self._log(result, epoch, step)
         return result
 
+    def _score(
+        self, scorer: Scorer, name: str, features: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        scorer.fit(features[NORMAL_TRAIN], self.train_labels)
+        scores = {split: scorer.score(features[split]) for split in (NORMAL_TEST, *self.ood_names)}
+        check_not_constant(scores, name)
+        return scores
+
     @rank_zero_only
     def _log(self, result: EvaluationResult, epoch: int | None, step: int | None) -> None:
         values = {key.series: value for key, value in result.metrics.items()}
         if epoch is not None:
             values["epoch"] = epoch
             aurocs = [v for k, v in result.metrics.items() if k.metric == "auroc"]
-            log.info("epoch %d: mean AUROC %.4f", epoch, sum(aurocs) / len(aurocs))
+            if aurocs:
+                log.info("epoch %d: mean AUROC %.4f", epoch, sum(aurocs) / len(aurocs))
         for logger in self.loggers:
             logger.log_metrics(values, step=step)

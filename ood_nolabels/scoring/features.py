@@ -8,8 +8,7 @@ exact feature matrix of each split.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -24,20 +23,6 @@ def unique_by_index(features: torch.Tensor, indices: torch.Tensor) -> torch.Tens
     keep = torch.ones_like(indices, dtype=torch.bool)
     keep[1:] = indices[1:] != indices[:-1]
     return features[keep]
-
-
-@contextmanager
-def channels_last(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in channels-last layout (faster convolutions), then restore the default.
-
-    Restoring matters for reproducibility: a model trained after an extraction must use the same
-    layout (and so the same kernels) as one trained after loading its weights from a file.
-    """
-    model.to(memory_format=torch.channels_last)
-    try:
-        yield model
-    finally:
-        model.to(memory_format=torch.contiguous_format)
 
 
 def gather_features(
@@ -103,13 +88,10 @@ class FeatureExtractor(L.LightningModule):
     features in :meth:`on_features`, which runs on every rank with identical inputs.
     """
 
-    def __init__(
-        self, backbone: nn.Module, split_names: Sequence[str], channels_last: bool = False
-    ) -> None:
+    def __init__(self, backbone: nn.Module, split_names: Sequence[str]) -> None:
         super().__init__()
         self.backbone = backbone
         self.split_names = list(split_names)
-        self.channels_last = channels_last
         self.features: dict[str, torch.Tensor] = {}
         self._chunks: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
@@ -120,8 +102,6 @@ class FeatureExtractor(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
     ):
         images, indices = batch
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images).float()
         self._chunks[self.split_names[dataloader_idx]].append((features, indices))
 

@@ -75,11 +75,15 @@ def barrier() -> None:
 
 
 def check_finite(obj: object, path: Path) -> None:
-    """Refuse to keep NaN or inf weights / features: a diverged stage must not be reused."""
+    """Refuse to keep NaN or inf weights / features: a diverged stage must not be reused.
+
+    A tensor that is +inf everywhere is a "not measured yet" sentinel (e.g. the loss buffer of
+    an unused SCAN head selection), not a diverged value, and passes.
+    """
     tensors = obj.values() if isinstance(obj, dict) else [obj]
     for tensor in tensors:
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
-            if not torch.isfinite(tensor).all():
+            if not torch.isfinite(tensor).all() and not bool((tensor == float("inf")).all()):
                 raise FloatingPointError(
                     f"{path.parent.name}/{path.name} would hold NaN or inf values: the stage "
                     "diverged. Lower its optimizer.lr (or check the input data) and rerun."

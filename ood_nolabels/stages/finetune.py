@@ -60,9 +60,33 @@ class FinetuneModule(StageModule):
             )
         self.backbone = backbone
         self.head = nn.Linear(backbone.feature_dim, num_classes)
-        # A plain attribute, not a buffer: weight averaging must not average labels.
+        # Plain attributes, not buffers: weight averaging must not average labels or counts.
         self.pseudo_labels = pseudo_labels
         self.freeze_bn_stats = freeze_bn_stats
+        self.epoch_accuracies: list[float] = []  # training accuracy of every finished epoch
+        self._hits = self._seen = 0
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["epoch_accuracies"] = self.epoch_accuracies
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.epoch_accuracies = list(checkpoint.get("epoch_accuracies", []))
+
+    def on_train_epoch_end(self) -> None:
+        self.epoch_accuracies.append(float(self._hits) / max(int(self._seen), 1))
+        self._hits = self._seen = 0
+
+    def check_learned(self) -> None:
+        """Stop when no epoch classified the pseudo-labels better than the majority guess."""
+        chance = float(torch.bincount(self.pseudo_labels).max()) / len(self.pseudo_labels)
+        best = max(self.epoch_accuracies, default=0.0)
+        if best <= chance + 0.01:
+            raise RuntimeError(
+                f"finetuning never beat chance on the pseudo-labels (best epoch training "
+                f"accuracy {best:.3f}, majority class {chance:.3f}): the features or the "
+                "learning rate are broken. Change finetune.optimizer.lr (too high diverges, too "
+                "low does not move) and rerun."
+            )
 
     def on_train_epoch_start(self) -> None:
         if self.freeze_bn_stats:
@@ -75,7 +99,9 @@ class FinetuneModule(StageModule):
         targets = self.pseudo_labels[indices.cpu()].to(self.device)
         logits = self.head(self.backbone(images))
         loss = self.checked(F.cross_entropy(logits, targets))
-        accuracy = (logits.argmax(1) == targets).float().mean()
+        hits = (logits.argmax(1) == targets).float()
+        self._hits, self._seen = self._hits + hits.sum().detach(), self._seen + len(hits)
+        accuracy = hits.mean()
         self.log("finetune/train_loss", loss, prog_bar=True, on_epoch=True, batch_size=len(images))
         self.log(
             "finetune/train_acc", accuracy, prog_bar=True, on_epoch=True, batch_size=len(images)
@@ -118,6 +144,7 @@ def finetune(
         loader = runtime.datamodule.train_loader(dataset, config.batch_size)
         averaging = [EpochWeightAveraging(), EpochSnapshots(work_dir / "epochs")]
         runtime.fit(module, loader, config.epochs, work_dir, callbacks=[*averaging, *callbacks])
+        module.check_learned()
         save_artifact(backbone.state_dict(), work_dir / "averaged.pt")
 
     def load(directory: Path) -> list[Path]:
