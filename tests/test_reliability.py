@@ -67,7 +67,7 @@ EARLY = {
         r"finetune: its optimizer or scheduler cannot be built.*lrr",
     ),
     "spawned_ddp": (
-        (*OURS, "trainer.strategy=ddp_spawn", "trainer.devices=2"),
+        (*OURS, "trainer=ddp_cpu", "trainer.strategy=ddp_spawn"),
         r"spawned workers cannot hand features.*trainer.strategy=ddp",
     ),
     "gpu_trainer_without_gpu": (

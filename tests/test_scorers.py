@@ -84,3 +84,19 @@ def test_mahalanobis_rank_deficient_features_stay_finite():
 def test_mahalanobis_label_shape_error():
     with pytest.raises(ValueError, match="labels of shape"):
         MahalanobisScorer().fit(torch.randn(10, 3), torch.zeros(9, dtype=torch.long))
+
+
+def test_mahalanobis_falls_back_to_svd_when_eigh_does_not_converge(monkeypatch):
+    from ood_nolabels.scoring import mahalanobis
+
+    original = torch.linalg.pinv
+
+    def failing_eigh(matrix, hermitian=False, **kwargs):
+        if hermitian:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return original(matrix, **kwargs)
+
+    covariance = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    monkeypatch.setattr(mahalanobis.torch.linalg, "pinv", failing_eigh)
+    expected = np.linalg.inv(covariance.numpy())
+    np.testing.assert_allclose(mahalanobis.pseudo_inverse(covariance).numpy(), expected)

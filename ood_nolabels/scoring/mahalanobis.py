@@ -7,6 +7,19 @@ import torch
 from ood_nolabels.scoring.base import Scorer, check_features
 
 
+def pseudo_inverse(covariance: torch.Tensor) -> torch.Tensor:
+    """Pseudo-inverse of a symmetric PSD matrix: eigh first, SVD when eigh does not converge.
+
+    LAPACK's symmetric eigensolver can fail on ill-conditioned, rank-deficient covariances of
+    pretrained features (depending even on the thread count); the SVD route is slower but
+    converges on them.
+    """
+    try:
+        return torch.linalg.pinv(covariance, hermitian=True)
+    except torch.linalg.LinAlgError:
+        return torch.linalg.pinv(covariance, hermitian=False)
+
+
 class MahalanobisScorer(Scorer):
     """Score = min over classes of the squared Mahalanobis distance to the class mean.
 
@@ -34,7 +47,7 @@ class MahalanobisScorer(Scorer):
         covariance = centered.T @ centered / len(x)
         if self.shrinkage:
             covariance += self.shrinkage * covariance.diagonal().mean() * torch.eye(len(covariance))
-        self.precision = torch.linalg.pinv(covariance, hermitian=True)
+        self.precision = pseudo_inverse(covariance)
         return self
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
