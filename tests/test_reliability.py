@@ -86,16 +86,6 @@ EARLY = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(EARLY))
-def test_bad_input_stops_before_any_training(tmp_path, case):
-    args, message = EARLY[case]
-    result = cli(tmp_path, *args)
-    assert result.returncode != 0
-    assert re.search(message, result.stderr), result.stderr[-2000:]
-    assert trained_nothing(tmp_path)
-
-
-@pytest.mark.slow
 def test_a_truncated_image_among_the_ood_images_stops_before_training(tmp_path):
     image_folder(tmp_path / "data", broken=True)
     result = cli(tmp_path, *OURS, "ood=imagefolder", f"paths.data_dir={tmp_path}/data")
@@ -118,12 +108,15 @@ GARBAGE = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", list(GARBAGE))
-def test_a_diverged_or_collapsed_run_exits_non_zero(tmp_path, case):
-    args, message = GARBAGE[case]
+@pytest.mark.parametrize("case", [*EARLY, *GARBAGE])
+def test_bad_input_or_garbage_exits_non_zero_with_the_cause(tmp_path, case):
+    """Bad input stops before any stage trains; garbage results stop the run when they appear."""
+    args, message = EARLY[case] if case in EARLY else GARBAGE[case]
     result = cli(tmp_path, *args)
     assert result.returncode != 0
     assert re.search(message, result.stderr), result.stderr[-2000:]
+    if case in EARLY:
+        assert trained_nothing(tmp_path)
 
 
 def test_a_failing_scorer_is_reported_and_the_others_are_written(compose_cfg, monkeypatch):
