@@ -99,3 +99,19 @@ def test_open_clip_visual_tower_without_weights():
     assert backbone.mean[0] == pytest.approx(0.4815, abs=1e-4)
     with torch.no_grad():
         assert backbone(torch.randn(1, 3, 224, 224)).shape == (1, 512)
+
+
+def test_a_junk_open_clip_weights_file_names_the_file_key(tmp_path):
+    junk = tmp_path / "weights.pt"
+    junk.write_bytes(b"not a checkpoint" * 64)
+    with pytest.raises(RuntimeError) as error:
+        OpenClipBackbone("RN50", pretrained=str(junk))
+    message = str(error.value)
+    assert "could not load pretrained weights for open_clip RN50" in message
+    assert "backbone.pretrained=/path/to/weights" in message
+    assert "backbone.checkpoint_path" not in message  # the open_clip config has no such key
+
+
+def test_an_unknown_timm_model_is_named_with_similar_names():
+    with pytest.raises(ValueError, match=r"'resnet_1522' is not a timm model.*'resnet"):
+        TimmBackbone("resnet_1522", pretrained=False)

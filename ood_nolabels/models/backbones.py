@@ -6,6 +6,7 @@ inputs must be prepared (size, normalisation), so datasets never hard-code a mod
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -152,11 +153,10 @@ class TimmBackbone(Backbone):
             )
 
         if not timm.is_model(name):
-            family = name.split(".")[0].split("_")[0]
+            similar = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=6)
             raise ValueError(
-                f"backbone.name={name!r} is not a timm model. Similar names: "
-                f"{timm.list_models(f'*{family}*')[:8]} (timm.list_models('*{family}*') lists "
-                "them all)"
+                f"backbone.name={name!r} is not a timm model. Similar names: {similar} "
+                "(timm.list_models('*pattern*') lists them all)"
             )
         if checkpoint_path and not Path(checkpoint_path).expanduser().is_file():
             raise FileNotFoundError(f"backbone.checkpoint_path {checkpoint_path} does not exist")

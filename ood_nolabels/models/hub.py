@@ -6,6 +6,7 @@ Without this, huggingface_hub retries for about a minute before giving up on an 
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from typing import TypeVar
@@ -40,7 +41,7 @@ def load_pretrained(description: str, load: Callable[[], T], local_file_key: str
     use_offline_mode_if_unreachable()
     try:
         return load()
-    except (OSError, RuntimeError, ValueError, KeyError) as error:
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError) as error:
         offline = huggingface_hub.constants.HF_HUB_OFFLINE
         raise RuntimeError(
             f"could not load pretrained weights for {description}"
