@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 from torchvision import transforms as T
 
-from ood_nolabels.models.backbones import to_rgb
+from ood_nolabels.data.images import to_rgb
 
 Transform = Callable[[Image.Image], torch.Tensor]
 

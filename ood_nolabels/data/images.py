@@ -25,6 +25,11 @@ from torch.utils.data import Dataset
 log = logging.getLogger(__name__)
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Grayscale (digits, some folder images) to the 3 channels every pretrained model expects."""
+    return image.convert("RGB")
+
+
 class LabeledImages(Dataset):
     """Base class: ``get_image(i)`` returns a PIL image; ``labels`` is an int array or None."""
 

@@ -19,14 +19,10 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from ood_nolabels.data.images import to_rgb
 from ood_nolabels.models.hub import load_pretrained
 
 log = logging.getLogger(__name__)
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Grayscale (digits, some folder images) to the 3 channels every pretrained model expects."""
-    return image.convert("RGB")
 
 
 RESIZE_MODES = ("shortest", "squash")
