@@ -165,6 +165,8 @@ def test_evaluation_needs_normal_loaders_and_scorers():
         OODEvaluation({"knn": KNNScorer()}, {"o": loaders["o"], NORMAL_TEST: loaders[NORMAL_TEST]})
     with pytest.raises(ValueError, match="no scorer"):
         OODEvaluation({}, loaders)
+    with pytest.raises(ValueError, match="every_n_epochs=-1"):
+        OODEvaluation({"knn": KNNScorer()}, loaders, every_n_epochs=-1)
 
 
 def test_constant_scores_stop_the_evaluation():

@@ -86,6 +86,11 @@ class OODEvaluation(L.Callback):
             raise ValueError(f"OODEvaluation needs loaders for {sorted(missing)}")
         if not scorers:
             raise ValueError("no scorer configured: choose a `scorer=` config")
+        if every_n_epochs is not None and every_n_epochs < 0:
+            raise ValueError(
+                f"evaluation.every_n_epochs={every_n_epochs}; use a positive number, or null / 0 "
+                "to score only the final model"
+            )
         self.scorers = dict(scorers)
         self.loaders = dict(loaders)
         self.ood_names = [name for name in loaders if name not in (NORMAL_TRAIN, NORMAL_TEST)]

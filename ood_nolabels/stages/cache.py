@@ -134,7 +134,6 @@ class CachedStage:
         self.lock_path = root / f"{self.name}.lock"
         self.seed = seed
         self.outcome = "pending"  # then "trained", "resumed" or "reused"
-        self.seconds = 0.0
 
     @property
     def complete(self) -> bool:
@@ -163,8 +162,7 @@ class CachedStage:
             )
             self._ensure(train)
             result = load(self.directory)
-        self.seconds = time.perf_counter() - start
-        log.info("%s: %s in %.1f s", self.name, self.outcome, self.seconds)
+        log.info("%s: %s in %.1f s", self.name, self.outcome, time.perf_counter() - start)
         return result
 
     # -- internals ------------------------------------------------------------------------------
