@@ -23,7 +23,9 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ood_nolabels.console import Timings
 from ood_nolabels.data.datamodule import OODDataModule
+from ood_nolabels.loggers import start_stage
 from ood_nolabels.scoring.features import FeatureExtractor
 from ood_nolabels.stages.cache import ArtifactStore, CachedStage
 
@@ -45,6 +47,7 @@ class Runtime:
     callbacks: Mapping[str, DictConfig] = field(default_factory=dict)
     loggers: list[Logger] = field(default_factory=list)
     data_key: Any = None
+    timings: Timings = field(default_factory=Timings)
 
     def stage(self, name: str, *depends_on: Any) -> CachedStage:
         """A cached stage keyed by ``depends_on`` (and the run seed)."""
@@ -92,6 +95,7 @@ class Runtime:
         )
         if last.exists():
             log.info("resuming %s from %s", directory.name, last)
+        start_stage(self.loggers, getattr(module, "stage_name", directory.name))
         trainer = self.make_trainer(
             callbacks=[checkpoint, *callbacks], max_epochs=epochs, default_root_dir=directory
         )

@@ -8,8 +8,8 @@ its yaml) and runs it, then prints the results table and writes ``metrics.json``
 
 from __future__ import annotations
 
-import csv
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -18,35 +18,52 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ood_nolabels.console import Timings, quiet_libraries
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.diagnostics import write_diagnostics
+from ood_nolabels.loggers import JobIdentity, finish_loggers, job_identity
 from ood_nolabels.methods import RunResult
 from ood_nolabels.preflight import check_clusters_fit_the_data, check_stage_recipes, check_trainer
-from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics
+from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics, write_scores
 from ood_nolabels.runtime import Runtime
-from ood_nolabels.scoring.evaluation import EvaluationResult
 from ood_nolabels.stages.cache import ArtifactStore
 from ood_nolabels.utils.wandb_mode import use_offline_wandb_without_credentials
 
 log = logging.getLogger(__name__)
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    if "wandb" in (cfg.get("logger") or {}):
+def build_loggers(cfg: DictConfig, job: JobIdentity) -> list[Logger]:
+    """The ``logger`` group's loggers; a W&B logger without a name / group gets the job's."""
+    settings = cfg.get("logger") or {}
+    if "wandb" in settings:
         log.info("W&B mode: %s", use_offline_wandb_without_credentials())
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    for logger in loggers:  # the whole config, so ablations can be compared by any value
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    loggers = []
+    for name, logger_cfg in settings.items():
+        if name == "wandb":
+            identity = {"name": job.name, "group": job.group, "tags": job.tags}
+            logger_cfg = {
+                **logger_cfg,
+                **{k: v for k, v in identity.items() if not logger_cfg.get(k)},
+            }
+        loggers.append(instantiate(logger_cfg))
+    # the whole config, so ablations can be compared by any value, and what the job was asked
+    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
+    hyperparameters["job"] = {"overrides": job.overrides, "choices": job.choices}
+    for logger in loggers:
+        logger.log_hyperparams(hyperparameters)
     return loggers
 
 
-def build_runtime(cfg: DictConfig) -> Runtime:
+def build_runtime(cfg: DictConfig, loggers: list[Logger]) -> Runtime:
+    timings = Timings()
     return Runtime(
         datamodule=instantiate(cfg.data),
-        artifacts=ArtifactStore(Path(cfg.paths.artifact_dir), cfg.seed),
+        artifacts=ArtifactStore(Path(cfg.paths.artifact_dir), cfg.seed, on_ready=timings.add),
         trainer=cfg.trainer,
         callbacks=cfg.get("callbacks") or {},
-        loggers=build_loggers(cfg),
+        loggers=loggers,
         data_key=OmegaConf.to_container(cfg.dataset, resolve=True),
+        timings=timings,
     )
 
 
@@ -64,20 +81,28 @@ def preflight(cfg: DictConfig, runtime: Runtime) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     """Run the configured method and return its metrics.
 
-    Raises after writing the results when a scorer failed, so such a run never exits 0.
+    Raises after writing the results when a scorer failed, so such a run never exits 0. The
+    job's W&B run is finished either way, so the next job of a sweep gets a run of its own.
     """
+    quiet_libraries(cfg.get("verbose", False))
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
-    runtime = build_runtime(cfg)
-    preflight(cfg, runtime)
-    result: RunResult = instantiate(cfg.method)(runtime)
-    report(result, output_dir)
-    failures = result.evaluation.failures if result.evaluation else {}
-    if failures:
-        raise RuntimeError(
-            f"{len(failures)} scorer(s) failed; the other results are in {output_dir}:\n"
-            + "\n".join(f"  {scorer}: {error}" for scorer, error in failures.items())
-        )
+    loggers = build_loggers(cfg, job_identity(cfg.task_name, cfg.get("tags") or ()))
+    failed = True
+    try:
+        runtime = build_runtime(cfg, loggers)
+        preflight(cfg, runtime)
+        result: RunResult = instantiate(cfg.method)(runtime)
+        report(result, runtime, cfg, output_dir)
+        failures = result.evaluation.failures if result.evaluation else {}
+        if failures:
+            raise RuntimeError(
+                f"{len(failures)} scorer(s) failed; the other results are in {output_dir}:\n"
+                + "\n".join(f"  {scorer}: {error}" for scorer, error in failures.items())
+            )
+        failed = False
+    finally:
+        finish_loggers(loggers, failed)
     return result.metrics
 
 
@@ -87,26 +112,19 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
 
 
-def write_scores(evaluation: EvaluationResult, output_dir: Path) -> Path:
-    """``scores.csv``: one row per scored image (split, index in the split, scorer, score)."""
-    path = output_dir / "scores.csv"
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["split", "index", "scorer", "score"])
-        for scorer, splits in evaluation.scores.items():
-            for split, scores in splits.items():
-                writer.writerows(
-                    (split, i, scorer, f"{s:.8g}") for i, s in enumerate(scores.tolist())
-                )
-    return path
-
-
 @rank_zero_only
-def report(result: RunResult, output_dir: Path) -> None:
+def report(result: RunResult, runtime: Runtime, cfg: DictConfig, output_dir: Path) -> None:
+    """``metrics.json``, ``scores.csv``, the figures, and the tables on the console."""
     metrics = result.metrics
     path = write_metrics(metrics, output_dir)
     if result.evaluation is not None:
-        write_scores(result.evaluation, output_dir)
+        write_scores(result.evaluation, runtime.datamodule.images, output_dir)
+    start = time.perf_counter()
+    figures = write_diagnostics(
+        result, runtime.datamodule, cfg.get("plots") or {}, output_dir / "plots", runtime.loggers
+    )
+    if figures:
+        runtime.timings.add(f"figures ({len(figures)})", "drawn", time.perf_counter() - start)
     clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}
     if clustering:
         print("\nClustering of the normal training set (labels used for evaluation only):")
@@ -115,14 +133,25 @@ def report(result: RunResult, output_dir: Path) -> None:
     epochs = epoch_auroc_table(metrics)
     if epochs:
         print(f"AUROC of each epoch's model vs the weight-averaged model:\n{epochs}\n")
-    log.info("metrics written to %s", path)
+    print(f"Time (s):\n{runtime.timings.table()}\n")
+    log.info("results in %s (metrics.json, scores.csv, plots/)", path.parent)
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value Hydra sweepers (Optuna) optimise; a name the run did not produce is an error."""
+    if not name:
+        return None
+    if name not in metrics:
+        produced = "\n  ".join(sorted(metrics))
+        raise KeyError(
+            f"optimized_metric={name!r} is not a metric of this run; it produced:\n  {produced}"
+        )
+    return metrics[name]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run(cfg)
-    metric = cfg.get("optimized_metric")
-    return metrics.get(metric) if metric else None
+    return optimized_value(run(cfg), cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,21 @@ def _pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return pred, target
 
 
+def contingency(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of (cluster, class) pairs, with the cluster and class ids of its rows and columns."""
+    pred, target = _pair(pred, target)
+    clusters, pred_index = np.unique(pred, return_inverse=True)
+    classes, target_index = np.unique(target, return_inverse=True)
+    counts = np.zeros((len(clusters), len(classes)), dtype=np.int64)
+    np.add.at(counts, (pred_index, target_index), 1)
+    return counts, clusters, classes
+
+
+def hungarian_matching(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the one-to-one cluster-to-class matching with the most samples."""
+    return linear_sum_assignment(counts, maximize=True)
+
+
 def hungarian_accuracy(pred: ArrayLike, target: ArrayLike) -> float:
     """Accuracy under the best one-to-one cluster-to-class matching.
 
@@ -35,13 +50,9 @@ def hungarian_accuracy(pred: ArrayLike, target: ArrayLike) -> float:
     With more clusters than classes (or fewer), the matrix is rectangular and the samples of
     unmatched clusters (or classes) count as wrong.
     """
-    pred, target = _pair(pred, target)
-    clusters, pred_index = np.unique(pred, return_inverse=True)
-    classes, target_index = np.unique(target, return_inverse=True)
-    confusion = np.zeros((len(clusters), len(classes)), dtype=np.int64)
-    np.add.at(confusion, (pred_index, target_index), 1)
-    rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return float(confusion[rows, cols].sum() / len(pred))
+    counts, _, _ = contingency(pred, target)
+    rows, cols = hungarian_matching(counts)
+    return float(counts[rows, cols].sum() / counts.sum())
 
 
 def cluster_metrics(pred: ArrayLike, target: ArrayLike) -> dict[str, float]:

@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from ood_nolabels.scoring.evaluation import EvaluationResult
 
 
 @dataclass
 class RunResult:
-    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation."""
+    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation.
+
+    For the diagnostic figures: ``train_labels`` are the pseudo-classes of the normal training
+    images (when the method has them), ``reference_features`` the pretrained backbone's features
+    of every split (when the method changed that backbone and kept them).
+    """
 
     metrics: dict[str, float] = field(default_factory=dict)
     evaluation: EvaluationResult | None = None
+    train_labels: torch.Tensor | None = None
+    reference_features: dict[str, torch.Tensor] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -28,6 +30,7 @@ def build_evaluation(
         train_labels,
         every_n_epochs,
         runtime.loggers,
+        runtime.timings,
     )
 
 
@@ -35,4 +38,4 @@ def evaluate_model(
     runtime: Runtime, evaluation: OODEvaluation, model: nn.Module, epoch: int | None = None
 ) -> EvaluationResult:
     """Score ``model`` with ``evaluation`` outside a fit (features from a DDP-safe test loop)."""
-    return evaluation.evaluate(runtime.extract(model, evaluation.loaders), epoch=epoch)
+    return evaluation.score_model(partial(runtime.extract, model, evaluation.loaders), epoch=epoch)

@@ -22,6 +22,7 @@ def pseudo_label_finetune(
     scorers: DictConfig,
     num_clusters: int,
     evaluate_every_n_epochs: int | None = 1,
+    keep_pretrained_features: bool = False,
 ) -> RunResult:
     """Finetune the pretrained ``backbone`` on the ``pseudo_labels`` source's labels.
 
@@ -29,12 +30,14 @@ def pseudo_label_finetune(
     (``ood/...``) and, every ``evaluate_every_n_epochs`` epochs, the epoch's model
     (``ood_epoch<e>/...``, with their mean ``ood_epoch_mean/...``). When the finetune stage is
     reused from the cache, or resumed, the epochs not seen live are scored from their saved
-    weights through the same callback.
+    weights through the same callback. ``keep_pretrained_features`` extracts the pretrained
+    backbone's features first, for the retrieval figure (pretrained vs finetuned neighbours).
     """
     check_num_clusters(num_clusters)
     model = instantiate(backbone)  # before stage 1: missing weights fail before any training
     labels, metrics = instantiate(pseudo_labels)(runtime)
     evaluation = build_evaluation(runtime, model, scorers, labels, evaluate_every_n_epochs)
+    pretrained = runtime.extract(model, evaluation.loaders) if keep_pretrained_features else None
     epoch_weights, _ = finetune_stage(
         runtime, model, backbone, labels, finetune, num_clusters, callbacks=[evaluation]
     )
@@ -51,4 +54,4 @@ def pseudo_label_finetune(
         mean = epoch_mean(evaluation.epochs)
         metrics |= mean
         runtime.log_metrics(mean)
-    return RunResult(metrics | final.named(), final)
+    return RunResult(metrics | final.named(), final, labels, pretrained)

@@ -17,4 +17,4 @@ def scan_features(
     clusters = cluster_normal_images(runtime, clustering, num_clusters)
     evaluation = build_evaluation(runtime, clusters.backbone, scorers, clusters.pseudo_labels)
     result = evaluate_model(runtime, evaluation, clusters.backbone)
-    return RunResult(clusters.metrics | result.named(), result)
+    return RunResult(clusters.metrics | result.named(), result, clusters.pseudo_labels)

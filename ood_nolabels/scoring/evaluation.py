@@ -9,8 +9,10 @@ through :meth:`OODEvaluation.evaluate`, the same code that scores, names and log
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import lightning as L
 import torch
@@ -18,6 +20,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from ood_nolabels.console import Timings
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN
 from ood_nolabels.scoring.base import Scorer
 from ood_nolabels.scoring.features import extract_during_fit
@@ -32,12 +35,14 @@ class EvaluationResult:
     """Metrics of one model and the per-image anomaly scores behind them.
 
     ``scores[scorer][split]`` holds one score per image of the normal test split and of each OOD
-    set, in dataset order.
+    set, in dataset order. The final model's result also keeps the ``features`` of every split
+    (for the diagnostic figures and the saved detector).
     """
 
     metrics: dict[MetricKey, float] = field(default_factory=dict)
     scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # scorer -> what went wrong
+    features: dict[str, torch.Tensor] | None = None
 
     def named(self) -> dict[str, float]:
         """The metrics under their ``metrics.json`` names."""
@@ -80,6 +85,7 @@ class OODEvaluation(L.Callback):
         train_labels: torch.Tensor | None = None,
         every_n_epochs: int | None = 1,
         loggers: Sequence[Logger] = (),
+        timings: Timings | None = None,
     ) -> None:
         missing = {NORMAL_TRAIN, NORMAL_TEST} - set(loaders)
         if missing:
@@ -97,6 +103,7 @@ class OODEvaluation(L.Callback):
         self.train_labels = train_labels
         self.every_n_epochs = every_n_epochs
         self.loggers = list(loggers)
+        self.timings = timings
         self.epochs: dict[int, EvaluationResult] = {}
         self.final: EvaluationResult | None = None
 
@@ -104,13 +111,13 @@ class OODEvaluation(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-            features = extract_during_fit(trainer, pl_module.backbone, self.loaders)
-            self.evaluate(features, epoch=epoch, step=trainer.global_step)
+            extract = partial(extract_during_fit, trainer, pl_module.backbone, self.loaders)
+            self.score_model(extract, epoch=epoch, step=trainer.global_step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After ``on_train_end``, so a weight-averaging callback has swapped its average in."""
-        features = extract_during_fit(trainer, pl_module.backbone, self.loaders)
-        self.evaluate(features, step=trainer.global_step)
+        extract = partial(extract_during_fit, trainer, pl_module.backbone, self.loaders)
+        self.score_model(extract, step=trainer.global_step)
 
     # -- the scoring path every method shares ---------------------------------------------------
     def evaluate(
@@ -135,10 +142,29 @@ class OODEvaluation(L.Callback):
                     result.metrics[MetricKey(ood_set, scorer_name, metric, scope, epoch)] = value
             result.scores[scorer_name] = scores
         if epoch is None:
+            result.features = {split: values.cpu() for split, values in features.items()}
             self.final = result
         else:
             self.epochs[epoch] = result
         self._log(result, epoch, step)
+        return result
+
+    def score_model(
+        self,
+        extract: Callable[[], Mapping[str, torch.Tensor]],
+        epoch: int | None = None,
+        step: int | None = None,
+    ) -> EvaluationResult:
+        """Features from ``extract()``, then :meth:`evaluate`; the time of both is reported."""
+        start = time.perf_counter()
+        result = self.evaluate(extract(), epoch=epoch, step=step)
+        seconds = time.perf_counter() - start
+        model = "final model" if epoch is None else f"epoch {epoch} model"
+        log.info(
+            "scored the %s (extraction + %d scorer(s)) in %.1f s", model, len(self.scorers), seconds
+        )
+        if self.timings is not None:
+            self.timings.add(f"scoring: {model}", "scored", seconds)
         return result
 
     def _score(

@@ -29,8 +29,8 @@ def rank_scale(scores: torch.Tensor) -> torch.Tensor:
     return ranks.double() / max(len(unique) - 1, 1)
 
 
-def ood_metrics(normal_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
-    """AUROC, FPR@95TPR, AUPR-In and AUPR-Out (fractions in [0, 1])."""
+def _labelled(normal_scores, ood_scores) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank-scaled scores of both sets and their labels (OOD = 1), after checking them."""
     normal_scores = torch.as_tensor(normal_scores, dtype=torch.float64).flatten()
     ood_scores = torch.as_tensor(ood_scores, dtype=torch.float64).flatten()
     if len(normal_scores) == 0 or len(ood_scores) == 0:
@@ -44,7 +44,19 @@ def ood_metrics(normal_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[s
             torch.ones(len(ood_scores), dtype=torch.long),
         ]
     )
-    ranked = rank_scale(scores)
+    return rank_scale(scores), is_ood
+
+
+def roc_points(normal_scores, ood_scores) -> tuple[torch.Tensor, torch.Tensor]:
+    """False- and true-positive rates of every threshold (OOD = positive), for ROC plots."""
+    ranked, is_ood = _labelled(normal_scores, ood_scores)
+    fpr, tpr, _ = binary_roc(ranked, is_ood)
+    return fpr, tpr
+
+
+def ood_metrics(normal_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
+    """AUROC, FPR@95TPR, AUPR-In and AUPR-Out (fractions in [0, 1])."""
+    ranked, is_ood = _labelled(normal_scores, ood_scores)
     fpr, tpr, _ = binary_roc(ranked, is_ood)
     return {
         "auroc": float(binary_auroc(ranked, is_ood)),

@@ -113,12 +113,15 @@ class ArtifactStore:
 
     root: Path
     seed: int = 0
+    # called with (stage directory name, outcome, seconds) when a stage is ready
+    on_ready: Callable[[str, str, float], None] | None = None
 
     def stage(self, name: str, *depends_on: Any) -> CachedStage:
         """The stage keyed by ``depends_on``. Creating it seeds the global random generators from
         (run seed, key), so the modules a stage builds next start the same in every run."""
         digest = config_digest(name, self.seed, *depends_on)
-        stage = CachedStage(Path(self.root), name, digest, stage_seed(self.seed, digest))
+        seed = stage_seed(self.seed, digest)
+        stage = CachedStage(Path(self.root), name, digest, seed, self.on_ready)
         L.seed_everything(stage.seed, workers=True, verbose=False)
         return stage
 
@@ -126,7 +129,14 @@ class ArtifactStore:
 class CachedStage:
     """Train-or-load of one stage's artifact directory (see the module docstring)."""
 
-    def __init__(self, root: Path, stage: str, digest: str, seed: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        stage: str,
+        digest: str,
+        seed: int,
+        on_ready: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.stage = stage
         self.name = f"{stage}-{digest}"
         self.directory = root / self.name
@@ -134,6 +144,7 @@ class CachedStage:
         self.lock_path = root / f"{self.name}.lock"
         self.seed = seed
         self.outcome = "pending"  # then "trained", "resumed" or "reused"
+        self.on_ready = on_ready
 
     @property
     def complete(self) -> bool:
@@ -162,7 +173,10 @@ class CachedStage:
             )
             self._ensure(train)
             result = load(self.directory)
-        log.info("%s: %s in %.1f s", self.name, self.outcome, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        log.info("%s: %s in %.1f s", self.name, self.outcome, seconds)
+        if self.on_ready is not None:
+            self.on_ready(self.name, self.outcome, seconds)
         return result
 
     # -- internals ------------------------------------------------------------------------------

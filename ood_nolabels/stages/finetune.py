@@ -41,6 +41,8 @@ class FinetuneModule(StageModule):
     features (measured on digits: see the README).
     """
 
+    stage_name = "finetune"  # names its progress bar
+
     def __init__(
         self,
         backbone: Backbone,

@@ -65,6 +65,8 @@ class SCANModule(StageModule):
     * ``train_loss``: the head with the lowest mean training loss of the last epoch.
     """
 
+    stage_name = "scan"  # names its progress bar
+
     def __init__(
         self,
         backbone: Backbone,

@@ -30,6 +30,8 @@ class SelfLabelModule(StageModule):
     class balancing stops the largest cluster from absorbing the others.
     """
 
+    stage_name = "selflabel"  # names its progress bar
+
     def __init__(
         self,
         model: ClusterModel,

@@ -31,6 +31,8 @@ class SimCLRModule(StageModule):
     (with gradients) so every rank sees the negatives of the whole global batch.
     """
 
+    stage_name = "simclr"  # names its progress bar
+
     def __init__(
         self,
         backbone: Backbone,

@@ -1,0 +1,107 @@
+"""Experiment loggers for one job: its W&B run, named after its overrides and finished with it.
+
+Hydra's local launcher runs the jobs of a ``--multirun`` sweep one after the other in one process;
+without :func:`finish_loggers` the second job's ``WandbLogger`` would reuse the first job's run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+# Config groups whose choice tags a run (e.g. ``method:finetune``), to filter ablations on W&B.
+TAGGED_GROUPS = ("experiment", "method", "dataset", "backbone", "pseudo_labels", "clustering")
+
+
+@dataclass
+class JobIdentity:
+    """How a job is named and grouped on W&B, and what it was asked to run."""
+
+    name: str
+    group: str
+    tags: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)
+    choices: dict[str, str] = field(default_factory=dict)
+
+
+def job_identity(task_name: str, tags: Sequence[str] = ()) -> JobIdentity:
+    """Name = the job's overrides (``K=4,scorer=knn``, without ``experiment``), group = the sweep
+    directory for ``--multirun`` jobs and the task name for single runs. Outside a Hydra app
+    (Python API, tests) the task name serves for both."""
+    if not HydraConfig.initialized():
+        return JobIdentity(task_name, task_name, list(tags))
+    hydra = HydraConfig.get()
+    choices = {k: str(v) for k, v in hydra.runtime.choices.items() if not k.startswith("hydra/")}
+    multirun = hydra.mode == RunMode.MULTIRUN
+    group = f"{task_name}/{Path(hydra.sweep.dir).name}" if multirun else task_name
+    tagged = [f"{g}:{choices[g]}" for g in TAGGED_GROUPS if choices.get(g) not in (None, "None")]
+    return JobIdentity(
+        name=hydra.job.override_dirname or task_name,
+        group=group,
+        tags=[*tags, *tagged],
+        overrides=list(hydra.overrides.task),
+        choices=choices,
+    )
+
+
+class StagedWandbLogger(WandbLogger):
+    """A :class:`WandbLogger` that all stages of a job share.
+
+    Every stage's trainer counts its steps from 0. Stage by stage (:meth:`start_stage`), this
+    logger shifts ``trainer/global_step`` so it keeps increasing through the job, and logs the
+    stage's own step as ``<stage>/step``, the x-axis of the ``<stage>/*`` charts; the per-epoch
+    OOD metrics (``ood_epoch/*``) are charted against ``epoch``.
+    """
+
+    def __init__(self, *args: Any, quiet: bool = True, **kwargs: Any) -> None:
+        if quiet and "settings" not in kwargs:  # no run-history printout at the end of each job
+            import wandb
+
+            kwargs["settings"] = wandb.Settings(quiet=True)
+        super().__init__(*args, **kwargs)
+        self.stage: str | None = None
+        self.offset = 0
+        self.last_step = -1
+
+    @rank_zero_only
+    def start_stage(self, stage: str) -> None:
+        self.stage = stage
+        self.offset = self.last_step + 1
+        self.experiment.define_metric(f"{stage}/step")
+        self.experiment.define_metric(f"{stage}/*", step_metric=f"{stage}/step")
+        self.experiment.define_metric("ood_epoch/*", step_metric="epoch")
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is None:
+            self.experiment.log(dict(metrics))
+            return
+        job_step = self.offset + step
+        self.last_step = max(self.last_step, job_step)
+        payload = {**metrics, "trainer/global_step": job_step}
+        if self.stage is not None:
+            payload[f"{self.stage}/step"] = step
+        self.experiment.log(payload)
+
+
+def start_stage(loggers: Sequence[Logger], stage: str) -> None:
+    for logger in loggers:
+        if isinstance(logger, StagedWandbLogger):
+            logger.start_stage(stage)
+
+
+@rank_zero_only
+def finish_loggers(loggers: Sequence[Logger], failed: bool) -> None:
+    """End the job's W&B run (exit code 1 when the job failed), so the next job gets its own."""
+    for logger in loggers:
+        logger.finalize("failed" if failed else "success")
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger._experiment.finish(exit_code=1 if failed else 0)
+            logger._experiment = None
