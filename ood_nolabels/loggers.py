@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
 
 # Config groups whose choice tags a run (e.g. ``method:finetune``), to filter ablations on W&B.
 TAGGED_GROUPS = ("experiment", "method", "dataset", "backbone", "pseudo_labels", "clustering")
@@ -31,10 +33,24 @@ class JobIdentity:
     choices: dict[str, str] = field(default_factory=dict)
 
 
+def swept_values(job_overrides: Sequence[str], sweep_dir: Path) -> str | None:
+    """``K=4,scorer=knn``: this job's values of the keys the sweep varies (those given as lists
+    on the ``--multirun`` command line, read back from the sweep's ``multirun.yaml``)."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    parser = OverridesParser.create()
+    sweep = parser.parse_overrides(list(OmegaConf.load(path).hydra.overrides.task))
+    swept = {o.key_or_group for o in sweep if o.is_sweep_override()}
+    values = [o for o in parser.parse_overrides(list(job_overrides)) if o.key_or_group in swept]
+    return ",".join(o.input_line for o in sorted(values, key=lambda o: o.key_or_group)) or None
+
+
 def job_identity(task_name: str, tags: Sequence[str] = ()) -> JobIdentity:
-    """Name = the job's overrides (``K=4,scorer=knn``, without ``experiment``), group = the sweep
-    directory for ``--multirun`` jobs and the task name for single runs. Outside a Hydra app
-    (Python API, tests) the task name serves for both."""
+    """Name = the swept values of a ``--multirun`` job (``K=4,scorer=knn``), else its overrides
+    without ``experiment`` (Hydra's ``override_dirname``); group = the sweep for ``--multirun``
+    jobs, the task name for single runs. Outside a Hydra app (Python API, tests) the task name
+    serves for both."""
     if not HydraConfig.initialized():
         return JobIdentity(task_name, task_name, list(tags))
     hydra = HydraConfig.get()
@@ -42,8 +58,9 @@ def job_identity(task_name: str, tags: Sequence[str] = ()) -> JobIdentity:
     multirun = hydra.mode == RunMode.MULTIRUN
     group = f"{task_name}/{Path(hydra.sweep.dir).name}" if multirun else task_name
     tagged = [f"{g}:{choices[g]}" for g in TAGGED_GROUPS if choices.get(g) not in (None, "None")]
+    swept = swept_values(hydra.overrides.task, Path(hydra.sweep.dir)) if multirun else None
     return JobIdentity(
-        name=hydra.job.override_dirname or task_name,
+        name=swept or hydra.job.override_dirname or task_name,
         group=group,
         tags=[*tags, *tagged],
         overrides=list(hydra.overrides.task),

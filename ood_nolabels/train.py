@@ -39,12 +39,11 @@ def build_loggers(cfg: DictConfig, job: JobIdentity) -> list[Logger]:
         log.info("W&B mode: %s", use_offline_wandb_without_credentials())
     loggers = []
     for name, logger_cfg in settings.items():
-        if name == "wandb":
-            identity = {"name": job.name, "group": job.group, "tags": job.tags}
-            logger_cfg = {
-                **logger_cfg,
-                **{k: v for k, v in identity.items() if not logger_cfg.get(k)},
-            }
+        if name == "wandb":  # the configured tags plus the choices'; name and group if unset
+            tags = list(dict.fromkeys([*(logger_cfg.get("tags") or []), *job.tags]))
+            logger_cfg = {**logger_cfg, "tags": tags}
+            logger_cfg["name"] = logger_cfg.get("name") or job.name
+            logger_cfg["group"] = logger_cfg.get("group") or job.group
         loggers.append(instantiate(logger_cfg))
     # the whole config, so ablations can be compared by any value, and what the job was asked
     hyperparameters = OmegaConf.to_container(cfg, resolve=True)

@@ -18,7 +18,11 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 @pytest.fixture
 def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose ``train.yaml`` with overrides; outputs go to ``tmp_path``."""
+    """Compose ``train.yaml`` with overrides; outputs go to ``tmp_path``.
+
+    The diagnostic figures are switched off unless an override mentions ``plots``: the tests of
+    other behaviour do not need them, and tests/test_diagnostics.py covers them.
+    """
 
     def _compose(*overrides: str) -> DictConfig:
         GlobalHydra.instance().clear()
@@ -28,6 +32,9 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
             cfg.paths.root_dir = str(tmp_path)
             cfg.paths.output_dir = str(tmp_path / "run")
             cfg.paths.artifact_dir = str(tmp_path / "artifacts")
+            if not any(o.lstrip("+~").startswith("plots") for o in overrides):
+                for name, value in cfg.plots.items():
+                    cfg.plots[name] = False if isinstance(value, bool) else value
         return cfg
 
     yield _compose
