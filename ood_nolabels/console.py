@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -21,11 +24,19 @@ CHATTY_LOGGERS = (
 )
 
 
+# Warnings that repeat at every stage and ask nothing of the user: Lightning's use of a
+# deprecated torch pytree API, and its advice to add loader workers (set by `data.num_workers`).
+REPEATED_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)", r".*does not have many workers")
+
+
 def quiet_libraries(verbose: bool = False) -> None:
-    """Silence the libraries' info banners unless ``verbose`` (the ``verbose=true`` override)."""
+    """Silence the libraries' info banners and repeated warnings unless ``verbose`` (the
+    ``verbose=true`` override)."""
     level = logging.INFO if verbose else logging.WARNING
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    for message in REPEATED_WARNINGS:
+        warnings.filterwarnings("default" if verbose else "ignore", message=message)
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -57,6 +68,13 @@ class Timings:
 
     def add(self, step: str, outcome: str, seconds: float) -> None:
         self.rows.append((step, outcome, seconds))
+
+    @contextmanager
+    def measure(self, step: str, outcome: str) -> Iterator[None]:
+        """Time the ``with`` block as one row."""
+        start = time.perf_counter()
+        yield
+        self.add(step, outcome, time.perf_counter() - start)
 
     def table(self) -> str:
         total = time.perf_counter() - self.start

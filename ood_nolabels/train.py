@@ -9,7 +9,6 @@ its yaml) and runs it, then prints the results table and writes ``metrics.json``
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -118,12 +117,14 @@ def report(result: RunResult, runtime: Runtime, cfg: DictConfig, output_dir: Pat
     path = write_metrics(metrics, output_dir)
     if result.evaluation is not None:
         write_scores(result.evaluation, runtime.datamodule.images, output_dir)
-    start = time.perf_counter()
-    figures = write_diagnostics(
-        result, runtime.datamodule, cfg.get("plots") or {}, output_dir / "plots", runtime.loggers
-    )
-    if figures:
-        runtime.timings.add(f"figures ({len(figures)})", "drawn", time.perf_counter() - start)
+    with runtime.timings.measure("figures", "drawn"):
+        write_diagnostics(
+            result,
+            runtime.datamodule,
+            cfg.get("plots") or {},
+            output_dir / "plots",
+            runtime.loggers,
+        )
     clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}
     if clustering:
         print("\nClustering of the normal training set (labels used for evaluation only):")

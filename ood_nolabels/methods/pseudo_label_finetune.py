@@ -37,7 +37,10 @@ def pseudo_label_finetune(
     model = instantiate(backbone)  # before stage 1: missing weights fail before any training
     labels, metrics = instantiate(pseudo_labels)(runtime)
     evaluation = build_evaluation(runtime, model, scorers, labels, evaluate_every_n_epochs)
-    pretrained = runtime.extract(model, evaluation.loaders) if keep_pretrained_features else None
+    pretrained = None
+    if keep_pretrained_features:
+        with runtime.timings.measure("pretrained features (retrieval figure)", "extracted"):
+            pretrained = runtime.extract(model, evaluation.loaders)
     epoch_weights, _ = finetune_stage(
         runtime, model, backbone, labels, finetune, num_clusters, callbacks=[evaluation]
     )
