@@ -124,6 +124,7 @@ def report(result: RunResult, runtime: Runtime, cfg: DictConfig, output_dir: Pat
             cfg.get("plots") or {},
             output_dir / "plots",
             runtime.loggers,
+            seed=cfg.seed,
         )
     clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}
     if clustering:
