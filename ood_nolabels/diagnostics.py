@@ -96,10 +96,12 @@ def epoch_figure(metrics: Mapping[str, float], save: FigureWriter) -> None:
         save("epoch_auroc", plots.epoch_figure(series, averaged))
 
 
-def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` most cosine-similar bank rows of each query (kNN's default metric)."""
+def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distances and indices of the ``k`` nearest bank rows of each query (kNN's default
+    metric), nearest first."""
     similarity = F.normalize(queries.float(), dim=1) @ F.normalize(bank.float(), dim=1).T
-    return similarity.topk(min(k, len(bank)), dim=1).indices
+    values, indices = similarity.topk(min(k, len(bank)), dim=1)
+    return 1.0 - values, indices
 
 
 def retrieval_figure(
@@ -121,9 +123,15 @@ def retrieval_figure(
     neighbours = {}
     for backbone, splits in features.items():
         query_features = torch.stack([splits[split][i] for split, i in picks])
-        found = nearest(query_features, splits[NORMAL_TRAIN], int(settings.get("neighbours", 4)))
+        distances, found = nearest(
+            query_features, splits[NORMAL_TRAIN], int(settings.get("neighbours", 4))
+        )
         neighbours[backbone] = [
-            [images[NORMAL_TRAIN].get_image(int(j)) for j in row] for row in found
+            [
+                (images[NORMAL_TRAIN].get_image(int(j)), float(d))
+                for j, d in zip(row, gaps, strict=True)
+            ]
+            for row, gaps in zip(found, distances, strict=True)
         ]
     save("retrieval", plots.retrieval_figure(queries, neighbours))
 

@@ -72,23 +72,24 @@ def show(axes, image: Image.Image) -> None:
 
 def retrieval_figure(
     queries: Sequence[tuple[str, Image.Image]],
-    neighbours: Mapping[str, Sequence[Sequence[Image.Image]]],
+    neighbours: Mapping[str, Sequence[Sequence[tuple[Image.Image, float]]]],
 ) -> Figure:
     """The paper's Figure 2: each query (row) and its nearest normal training images under each
-    backbone (``neighbours[backbone][query]``), left to right by distance."""
+    backbone (``neighbours[backbone][query]``: image and cosine distance), nearest first."""
     k = max(len(row) for rows in neighbours.values() for row in rows)
     columns = 1 + k * len(neighbours)
-    figure = Figure(figsize=(1.1 * columns, 1.2 * len(queries) + 0.4), layout="constrained")
+    figure = Figure(figsize=(1.1 * columns, 1.3 * len(queries) + 0.4), layout="constrained")
     grid = figure.subplots(len(queries), columns, squeeze=False)
     for row, (label, image) in enumerate(queries):
         show(grid[row, 0], image)
         grid[row, 0].set_ylabel(label, fontsize=7)
         for block, (backbone, rows) in enumerate(neighbours.items()):
-            for j, neighbour in enumerate(rows[row]):
+            for j, (neighbour, distance) in enumerate(rows[row]):
                 cell = grid[row, 1 + block * k + j]
                 show(cell, neighbour)
+                cell.set_xlabel(f"{distance:.3f}", fontsize=6, labelpad=1)
                 if row == 0 and j == 0:
-                    cell.set_title(backbone, fontsize=8, loc="left")
+                    cell.set_title(f"{backbone} (cosine distance)", fontsize=8, loc="left")
     for cell in grid.flat:
         cell.set_xticks([])
         cell.set_yticks([])
