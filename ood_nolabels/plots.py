@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from ood_nolabels.clustering.metrics import contingency, hungarian_matching
@@ -61,6 +62,7 @@ def epoch_figure(
         if name in averaged:
             axes.axhline(100 * averaged[name], color=colour, linestyle="--", linewidth=1)
     axes.set(xlabel="epoch", ylabel="AUROC (%)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_title("each epoch's model (lines) vs weight-averaged (dashed)", fontsize=10)
     axes.legend(fontsize=7)
     return figure
@@ -103,15 +105,15 @@ def embedding_figure(points: np.ndarray, groups: Sequence[str], ood_sets: Sequen
     figure = Figure(figsize=(5.5, 4.8), layout="constrained")
     axes = figure.add_subplot()
     groups = np.asarray(groups)
-    for index, name in enumerate(dict.fromkeys(groups.tolist())):
+    normal = sorted(set(groups.tolist()) - set(ood_sets), key=lambda g: (len(g), g))
+    for index, name in enumerate(normal):  # pseudo-classes in order, then the normal test set
         mask = groups == name
-        if name in ood_sets:
-            colour = OOD_COLOURS[ood_sets.index(name) % len(OOD_COLOURS)]
-            axes.scatter(
-                *points[mask].T, s=12, marker="x", color=colour, linewidths=0.8, label=name
-            )
-        else:
-            axes.scatter(*points[mask].T, s=6, color=f"C{index % 10}", alpha=0.7, label=name)
+        colour = "grey" if name == "normal test" else f"C{index % 10}"
+        axes.scatter(*points[mask].T, s=6, color=colour, alpha=0.7, label=name)
+    for index, name in enumerate(ood_sets):
+        mask = groups == name
+        colour = OOD_COLOURS[index % len(OOD_COLOURS)]
+        axes.scatter(*points[mask].T, s=12, marker="x", color=colour, linewidths=0.8, label=name)
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title("t-SNE of the scored model's features", fontsize=10)
