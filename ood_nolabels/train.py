@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.detector import DETECTOR_FILE
 from ood_nolabels.methods import RunResult
 from ood_nolabels.preflight import check_clusters_fit_the_data, check_stage_recipes, check_trainer
 from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics
@@ -71,6 +72,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     runtime = build_runtime(cfg)
     preflight(cfg, runtime)
     result: RunResult = instantiate(cfg.method)(runtime)
+    save_detector(result, cfg, output_dir)
     report(result, output_dir)
     failures = result.evaluation.failures if result.evaluation else {}
     if failures:
@@ -85,6 +87,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+
+
+@rank_zero_only
+def save_detector(result: RunResult, cfg: DictConfig, output_dir: Path) -> None:
+    """``detector.pt``: the run's backbone, fitted scorers, thresholds, config and metrics."""
+    if result.detector is not None:
+        result.detector.config = OmegaConf.to_container(cfg, resolve=True)
+        result.detector.metrics = dict(result.metrics)
+        path = result.detector.save(output_dir / DETECTOR_FILE)
+        source = ", ".join(result.detector.artifacts) or "the pretrained weights"
+        log.info(
+            "detector from %s written to %s (score images: ood-score %s <images>)",
+            source,
+            path,
+            path,
+        )
 
 
 def write_scores(evaluation: EvaluationResult, output_dir: Path) -> Path:
@@ -104,7 +122,9 @@ def write_scores(evaluation: EvaluationResult, output_dir: Path) -> Path:
 @rank_zero_only
 def report(result: RunResult, output_dir: Path) -> None:
     metrics = result.metrics
-    path = write_metrics(metrics, output_dir)
+    path = write_metrics(
+        metrics | ({"detector": DETECTOR_FILE} if result.detector else {}), output_dir
+    )
     if result.evaluation is not None:
         write_scores(result.evaluation, output_dir)
     clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}

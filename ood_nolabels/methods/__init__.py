@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ood_nolabels.detector import Detector
 from ood_nolabels.scoring.evaluation import EvaluationResult
 
 
 @dataclass
 class RunResult:
-    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation."""
+    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation and
+    the detector that reproduces its scores (saved as ``detector.pt`` in the run directory)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     evaluation: EvaluationResult | None = None
+    detector: Detector | None = None
