@@ -1,7 +1,7 @@
 """Scoring speed of a saved detector vs bare feature extraction + kNN on the same image files.
 
 Writes ``--images`` digits (normal and OOD test images, then training images, repeated as needed)
-as PNG files, then times, best of ``--repeats``:
+as PNG files, then times, best of ``--repeats`` interleaved runs:
   * bare: read each file with PIL, the backbone's transform, batched forward passes in
     ``torch.inference_mode``, L2-normalise, one faiss search of the detector's kNN bank;
   * detector: ``Detector.score_images`` with the kNN scorer alone (the same work, through the
@@ -55,13 +55,11 @@ def bare(detector: Detector, paths: list[Path], batch_size: int) -> torch.Tensor
     return 1.0 - torch.from_numpy(similarity[:, 0])
 
 
-def best_of(repeats: int, fn, *args) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times), result
+def timed(fn, *args) -> tuple[float, float, object]:
+    """Wall-clock seconds, CPU seconds of this process, and the result of ``fn(*args)``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
 def main() -> None:
@@ -82,19 +80,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         paths = write_digits(Path(directory), args.images)
         score(knn_only, paths[: args.batch_size])  # warm-up: first-call allocations
-        bare_time, bare_scores = best_of(args.repeats, bare, detector, paths, args.batch_size)
-        knn_time, knn_scores = best_of(args.repeats, score, knn_only, paths)
-        all_time, _ = best_of(args.repeats, score, detector, paths)
+        runs = {
+            "bare extraction + faiss kNN": (bare, detector, paths, args.batch_size),
+            "detector, kNN": (score, knn_only, paths),
+            f"detector, {' + '.join(detector.scorers)}": (score, detector, paths),
+        }
+        times = {name: [] for name in runs}
+        results = {}
+        for _ in range(args.repeats):  # interleaved, so a busy moment hits all three alike
+            for name, (fn, *fn_args) in runs.items():
+                wall, cpu, results[name] = timed(fn, *fn_args)
+                times[name].append((wall, cpu))
+    bare_scores, knn_scores = results["bare extraction + faiss kNN"], results["detector, kNN"]
     torch.testing.assert_close(knn_scores, bare_scores, rtol=1e-4, atol=1e-5)
     print(
         f"{args.images} digit PNGs at {detector.backbone.image_size} px, batch {args.batch_size}, "
         f"best of {args.repeats}, {torch.get_num_threads()} threads; detector loaded in "
-        f"{load_time:.2f} s"
+        f"{load_time:.2f} s. Times: wall clock, and CPU time of this process (steadier when "
+        "other processes share the cores)"
     )
-    print(f"  bare extraction + faiss kNN : {bare_time:6.2f} s")
-    print(f"  detector, kNN               : {knn_time:6.2f} s ({knn_time / bare_time:.2f}x bare)")
-    names = "+".join(detector.scorers)
-    print(f"  detector, {names:17s} : {all_time:6.2f} s ({all_time / bare_time:.2f}x bare)")
+    base_wall, base_cpu = (min(t[i] for t in times["bare extraction + faiss kNN"]) for i in (0, 1))
+    for name, measured in times.items():
+        wall, cpu = min(t[0] for t in measured), min(t[1] for t in measured)
+        print(
+            f"  {name:30s}: wall {wall:6.2f} s ({wall / base_wall:.2f}x bare), "
+            f"CPU {cpu:6.2f} s ({cpu / base_cpu:.2f}x bare)"
+        )
 
 
 if __name__ == "__main__":
