@@ -40,6 +40,7 @@ DETECTOR_FILE = "detector.pt"
 FORMAT = "ood-nolabels-detector"
 VERSION = 1
 NORMAL_KEEP = 0.95  # the default threshold keeps 95 % of the normal test images
+DEFAULT_BATCH_SIZE = 64  # when the detector has no run config
 PREPROCESSING = ("image_size", "mean", "std", "interpolation", "crop_pct", "resize_mode")
 ImageInput = Image.Image | str | Path
 
@@ -309,8 +310,13 @@ class Detector:
         thresholds = self.thresholds(keep)
         return {name: values > thresholds[name] for name, values in scores.items()}
 
+    @property
+    def batch_size(self) -> int:
+        """The batch size the run extracted features with (``data.batch_size``), or 64."""
+        return int(((self.config or {}).get("data") or {}).get("batch_size", DEFAULT_BATCH_SIZE))
+
     def score(
-        self, images: ImageInput | Sequence[ImageInput], batch_size: int = 64
+        self, images: ImageInput | Sequence[ImageInput], batch_size: int | None = None
     ) -> dict[str, torch.Tensor]:
         """Anomaly scores of PIL images, image files or folders of images, in input order.
 
@@ -318,13 +324,11 @@ class Detector:
         """
         if isinstance(images, Image.Image | str | Path):
             images = [images]
-        items = [i if isinstance(i, Image.Image) else Path(i) for i in images]
-        if any(isinstance(i, Path) and i.is_dir() for i in items):
-            items = [
-                found
-                for i in items
-                for found in ([i] if isinstance(i, Image.Image) else image_paths([i]))
-            ]
+        items = [
+            found
+            for item in images
+            for found in ([item] if isinstance(item, Image.Image) else image_paths([item]))
+        ]
         result = self.score_images(items, batch_size=batch_size)
         if result.unreadable:
             raise RuntimeError("\n".join(result.unreadable.values()))
@@ -333,7 +337,7 @@ class Detector:
     def score_images(
         self,
         images: Sequence[ImageInput],
-        batch_size: int = 64,
+        batch_size: int | None = None,
         num_workers: int = 0,
         progress: bool = False,
         group_sizes: Sequence[int] | None = None,
@@ -344,9 +348,10 @@ class Detector:
         never spans two groups). CPU convolutions give slightly different features for the same
         image in batches of other sizes, so the run's images, grouped as its splits and batched
         with its ``data.batch_size``, get exactly the run's features and scores. The features of
-        all readable inputs are scored together, as the run scored each split.
+        all readable inputs are scored together, as the run scored each split. ``batch_size``
+        defaults to the run's (:attr:`batch_size`).
         """
-        batches = batches_within(group_sizes or [len(images)], batch_size)
+        batches = batches_within(group_sizes or [len(images)], batch_size or self.batch_size)
         loader = DataLoader(
             _Inputs(images, self.backbone.transform()),
             batch_sampler=batches,

@@ -21,8 +21,6 @@ import torch
 from ood_nolabels.detector import Detector, ScoredImages, image_paths
 from ood_nolabels.reporting import markdown_table
 
-DEFAULT_BATCH_SIZE = 64
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -48,11 +46,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=0, help="image-loading processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
-
-
-def run_batch_size(detector: Detector) -> int:
-    """The batch size the run extracted features with (``data.batch_size``)."""
-    return int(((detector.config or {}).get("data") or {}).get("batch_size", DEFAULT_BATCH_SIZE))
 
 
 def write_csv(
@@ -101,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     scored = detector.score_images(
         files,
-        batch_size=args.batch_size or run_batch_size(detector),
+        batch_size=args.batch_size,
         num_workers=args.num_workers,
         progress=not args.no_progress,
         group_sizes=[len(group) for group in groups],
