@@ -138,7 +138,7 @@ def report(result: RunResult, output_dir: Path) -> None:
     log.info("metrics written to %s", path)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run(cfg)
     metric = cfg.get("optimized_metric")
