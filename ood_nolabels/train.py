@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ood_nolabels.console import Timings, quiet_libraries
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.detector import DETECTOR_FILE
 from ood_nolabels.diagnostics import write_diagnostics
 from ood_nolabels.loggers import JobIdentity, finish_loggers, job_identity
 from ood_nolabels.methods import RunResult
@@ -91,6 +92,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         runtime = build_runtime(cfg, loggers)
         preflight(cfg, runtime)
         result: RunResult = instantiate(cfg.method)(runtime)
+        save_detector(result, cfg, output_dir)
         report(result, runtime, cfg, output_dir)
         failures = result.evaluation.failures if result.evaluation else {}
         if failures:
@@ -111,10 +113,28 @@ def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
 
 
 @rank_zero_only
+def save_detector(result: RunResult, cfg: DictConfig, output_dir: Path) -> None:
+    """``detector.pt``: the run's backbone, fitted scorers, thresholds, config and metrics."""
+    if result.detector is not None:
+        result.detector.config = OmegaConf.to_container(cfg, resolve=True)
+        result.detector.metrics = dict(result.metrics)
+        path = result.detector.save(output_dir / DETECTOR_FILE)
+        source = ", ".join(result.detector.artifacts) or "the pretrained weights"
+        log.info(
+            "detector from %s written to %s (score images: ood-score %s <images>)",
+            source,
+            path,
+            path,
+        )
+
+
+@rank_zero_only
 def report(result: RunResult, runtime: Runtime, cfg: DictConfig, output_dir: Path) -> None:
     """``metrics.json``, ``scores.csv``, the figures, and the tables on the console."""
     metrics = result.metrics
-    path = write_metrics(metrics, output_dir)
+    path = write_metrics(
+        metrics | ({"detector": DETECTOR_FILE} if result.detector else {}), output_dir
+    )
     if result.evaluation is not None:
         write_scores(result.evaluation, runtime.datamodule.images, output_dir)
     with runtime.timings.measure("figures", "drawn"):
@@ -150,7 +170,7 @@ def optimized_value(metrics: dict[str, float], name: str | None) -> float | None
     return metrics[name]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return optimized_value(run(cfg), cfg.get("optimized_metric"))
 

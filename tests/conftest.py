@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from ood_nolabels.config import CONFIG_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -26,7 +26,7 @@ def compose_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
     def _compose(*overrides: str) -> DictConfig:
         GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=False)
         with open_dict(cfg):
             cfg.paths.root_dir = str(tmp_path)

@@ -22,7 +22,9 @@ def test_dn2_synthetic_run_matches_an_independent_computation(compose_cfg, capsy
     metrics = run(cfg)
 
     out_dir = Path(cfg.paths.output_dir)
-    assert json.loads((out_dir / "metrics.json").read_text()) == pytest.approx(metrics)
+    written = json.loads((out_dir / "metrics.json").read_text())
+    assert written.pop("detector") == "detector.pt" and (out_dir / "detector.pt").is_file()
+    assert written == pytest.approx(metrics)
     assert (out_dir / "config_resolved.yaml").is_file()
     assert "synthetic_4_5 | knn" in capsys.readouterr().out
     assert set(metrics) == {

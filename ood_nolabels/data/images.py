@@ -100,17 +100,22 @@ class FileImages(LabeledImages):
         return list(self.paths)
 
     def get_image(self, index: int) -> Image.Image:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return to_rgb8(image, path)
-        except UnsupportedImageMode:
-            raise
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise RuntimeError(
-                f"cannot read image {path}: {error}. Remove or replace the file and run again."
-            ) from error
+        return read_image_file(self.paths[index])
+
+
+def read_image_file(path: Path) -> Image.Image:
+    """The 8-bit RGB image in ``path`` (:func:`to_rgb8`); an error naming the file otherwise:
+    :class:`UnsupportedImageMode`, or a RuntimeError for a file that cannot be read or decoded."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_rgb8(image, path)
+    except UnsupportedImageMode:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise RuntimeError(
+            f"cannot read image {path}: {error}. Remove or replace the file and run again."
+        ) from error
 
 
 class SubsetImages(LabeledImages):

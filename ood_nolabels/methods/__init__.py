@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ood_nolabels.detector import Detector
 from ood_nolabels.scoring.evaluation import EvaluationResult
 
 
 @dataclass
 class RunResult:
-    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation.
+    """A run's metrics (``metrics.json``) and, when it scored images, the final evaluation and
+    the detector that reproduces its scores (saved as ``detector.pt`` in the run directory).
 
     For the diagnostic figures: ``train_labels`` are the pseudo-classes of the normal training
     images (when the method has them), ``reference_features`` the pretrained backbone's features
@@ -25,5 +27,6 @@ class RunResult:
 
     metrics: dict[str, float] = field(default_factory=dict)
     evaluation: EvaluationResult | None = None
+    detector: Detector | None = None
     train_labels: torch.Tensor | None = None
     reference_features: dict[str, torch.Tensor] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ood_nolabels.detector import Detector
 from ood_nolabels.methods import RunResult
 from ood_nolabels.methods.evaluate import build_evaluation, evaluate_model
 from ood_nolabels.runtime import Runtime
@@ -41,10 +42,14 @@ def pseudo_label_finetune(
     if keep_pretrained_features:
         with runtime.timings.measure("pretrained features (retrieval figure)", "extracted"):
             pretrained = runtime.extract(model, evaluation.loaders)
-    epoch_weights, _ = finetune_stage(
+    epoch_weights, stage = finetune_stage(
         runtime, model, backbone, labels, finetune, num_clusters, callbacks=[evaluation]
     )
     final = evaluation.final or evaluate_model(runtime, evaluation, model)
+    # Now, before replayed epochs refit the scorers: the averaged model and its fitted scorers.
+    detector = Detector.from_evaluation(
+        model, backbone, evaluation, scorers, labels, num_clusters, [stage.name]
+    )
     if evaluate_every_n_epochs:
         averaged = {name: value.clone() for name, value in model.state_dict().items()}
         for epoch, path in enumerate(epoch_weights):
@@ -57,4 +62,4 @@ def pseudo_label_finetune(
         mean = epoch_mean(evaluation.epochs)
         metrics |= mean
         runtime.log_metrics(mean)
-    return RunResult(metrics | final.named(), final, labels, pretrained)
+    return RunResult(metrics | final.named(), final, detector, labels, pretrained)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ood_nolabels.scoring.base import Scorer, check_features
+from ood_nolabels.scoring.base import Scorer, check_features, check_state
 
 
 def pseudo_inverse(covariance: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,23 @@ class MahalanobisScorer(Scorer):
         if self.shrinkage:
             covariance += self.shrinkage * covariance.diagonal().mean() * torch.eye(len(covariance))
         self.precision = pseudo_inverse(covariance)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.means is None:
+            raise RuntimeError("MahalanobisScorer.state_dict called before fit")
+        return {"means": self.means, "precision": self.precision}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> MahalanobisScorer:
+        """The saved class means and shared precision matrix (float64), used as they are."""
+        check_state(state, ("means", "precision"), "MahalanobisScorer")
+        means, precision = state["means"].double(), state["precision"].double()
+        if means.ndim != 2 or precision.shape != (means.shape[1], means.shape[1]):
+            raise ValueError(
+                f"saved Mahalanobis means {tuple(means.shape)} and precision "
+                f"{tuple(precision.shape)} do not fit together"
+            )
+        self.means, self.precision = means, precision
         return self
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
