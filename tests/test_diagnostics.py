@@ -66,7 +66,8 @@ def fake_result(datamodule, with_labels: bool = True) -> RunResult:
     metrics = {"ood/synthetic_4_5/knn/auroc": 0.9, "ood_epoch0/synthetic_4_5/knn/auroc": 0.8}
     metrics["ood_epoch1/synthetic_4_5/knn/auroc"] = 0.85
     labels = torch.arange(len(features[NORMAL_TRAIN])) % 4 if with_labels else None
-    return RunResult(metrics, evaluation, labels, features if with_labels else None)
+    reference = features if with_labels else None
+    return RunResult(metrics, evaluation, train_labels=labels, reference_features=reference)
 
 
 @pytest.fixture
