@@ -72,8 +72,8 @@ def pretrained_features(
     ``backbone`` is a config of the ``backbone`` group; the key is the data and that config, so
     every K, recipe and seed of the later stages reuses one extraction.
     """
+    stage = runtime.stage("features", runtime.data_key, backbone)  # seeds a random init too
     model = instantiate(backbone)
-    stage = runtime.stage("features", runtime.data_key, backbone)
 
     def train(work_dir: Path) -> None:
         loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, model.transform())}
