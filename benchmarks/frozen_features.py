@@ -124,7 +124,7 @@ def main() -> None:
     selflabel = SelfLabelModule(
         scan.cluster_model(),
         optimizer=instantiate(recipe.selflabel.optimizer),
-        **(recipe.selflabel.module | {"threshold": 0.0}),  # random features: keep every sample
+        **{**recipe.selflabel.module, "threshold": 0.0},  # random features: keep every sample
     )
     views = DataLoader(
         IndexedDataset(vectors, PairedViews(identity, identity)),

@@ -66,7 +66,7 @@ def resolve_auto_k(cfg: DictConfig, runtime: Runtime, output_dir: Path) -> dict[
     """``K=auto``: choose K on stage 1's mined neighbours (:mod:`ood_nolabels.clustering.auto_k`)
     and set it, so every ``${K}`` downstream sees the chosen number as if it had been given.
     Returns ``{"auto_k/K": K}`` for ``metrics.json`` (nothing when K was given)."""
-    if cfg.K != AUTO:
+    if cfg.K != AUTO or "num_clusters" not in cfg.method:
         return {}
     cfg.K = choose_num_clusters(runtime, cfg.clustering, output_dir, **cfg.auto_k)
     check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))

@@ -7,6 +7,7 @@ heads-only SCAN); ``K=auto`` chooses K by the eigengap of the mined kNN graph.
 
 from __future__ import annotations
 
+import logging
 import runpy
 from pathlib import Path
 
@@ -16,13 +17,14 @@ import pytest
 import torch
 from helpers import conv_backbone
 from omegaconf import OmegaConf, open_dict
+from PIL import Image
 from scipy.sparse.csgraph import laplacian
 from torchvision.models import resnet50
 
 from ood_nolabels.clustering.auto_k import eigengap_k, knn_graph
 from ood_nolabels.clustering.mining import mine_neighbors
 from ood_nolabels.clustering.pipeline import cluster_normal_images
-from ood_nolabels.data.augment import scan_strong_transform
+from ood_nolabels.data.augment import Cutout, scan_strong_transform
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.models import moco
 from ood_nolabels.runtime import Runtime
@@ -95,6 +97,7 @@ def test_heads_only_scan_on_images_leaves_the_backbone_bit_identical(compose_cfg
 
 
 def test_frozen_features_trains_heads_on_features_extracted_once(compose_cfg, caplog):
+    caplog.set_level(logging.INFO, logger="ood_nolabels.clustering.pipeline")
     cfg = frozen_features_cfg(compose_cfg)
     result = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
     stages = {stage.stage: stage for stage in result.stages}
@@ -121,10 +124,11 @@ def test_cached_features_are_reused_by_a_second_run_and_another_k(compose_cfg, m
     cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
 
     def no_extraction(*args, **kwargs):
-        raise AssertionError("the features were extracted again")
+        raise AssertionError("a second run ran a model over the data")
 
-    monkeypatch.setattr("ood_nolabels.stages.features.plain_loader", no_extraction, raising=False)
-    again = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    with monkeypatch.context() as patch:
+        patch.setattr(Runtime, "extract", no_extraction)
+        again = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
     assert [s.outcome for s in again.stages] == ["reused"] * 4
     other_k = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K + 1)
     assert [s.outcome for s in other_k.stages] == ["reused", "reused", "trained", "trained"]
@@ -177,7 +181,7 @@ def test_eigengap_refuses_an_impossible_range():
 @pytest.mark.slow
 def test_k_auto_flows_through_the_whole_method(compose_cfg):
     """``K=auto`` on the synthetic method: the curve is written and logged, the chosen K is the
-    eigengap's on the mined neighbours, and the finetuned classifier has that many classes."""
+    eigengap's on the mined neighbours, SCAN trains that many clusters and scoring follows."""
     cfg = compose_cfg(
         "+experiment=ours_synthetic",
         "logger=csv",
@@ -199,8 +203,9 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
     assert metrics["auto_k/K"] == expected and cfg.K == expected
     assert (output / "auto_k.png").stat().st_size > 1000
     assert OmegaConf.load(output / "config_resolved.yaml").K == expected
-    finetune = next(Path(cfg.paths.artifact_dir).glob("finetune-*[!k]"))
-    assert len(load_artifact(finetune / "averaged.pt")["head.bias"]) == expected
+    scan = next(Path(cfg.paths.artifact_dir).glob("scan-*[!k]"))
+    assert load_artifact(scan / "scan.pt")["heads.0.weight"].shape[0] == expected
+    assert any(key.startswith("ood/") for key in metrics)
 
 
 # -- scan_imagenet: the official ImageNet-50 values ----------------------------------------------
@@ -247,18 +252,18 @@ def test_scan_imagenet_is_the_official_imagenet_50_recipe(compose_cfg):
 
 
 def test_imagenet_strong_view_crops_224_of_256_and_cuts_up_to_75_px():
-    torch.manual_seed(0)
-    transform = scan_strong_transform(224, (0.0,) * 3, (1.0,) * 3, cutout_length=75, resize=256)
-    from PIL import Image
-
+    """'ours' at crop_size 224 of the official ImageNet dataset: Resize(256), flip, RandomCrop(224),
+    4 ops, normalise, Cutout(n_holes=1, length=75, random=True)."""
+    transform = scan_strong_transform(224, (0.5,) * 3, (0.5,) * 3, cutout_length=75, resize=256)
+    steps = {type(step).__name__: step for step in transform.transforms}
+    assert steps["Resize"].size == 256 and steps["RandomCrop"].size == (224, 224)
+    assert steps["ScanAugment"].num_ops == 4
+    cutout = transform.transforms[-1]
+    assert isinstance(cutout, Cutout) and (cutout.size, cutout.random_size) == (75, True)
     image = Image.fromarray(np.full((300, 400, 3), 200, dtype=np.uint8))
-    sides = []
-    for _ in range(60):
-        view = transform(image)
-        assert view.shape == (3, 224, 224)
-        zero = (view == 0).all(0)
-        sides.append(int(zero.any(0).sum()))
-    assert max(sides) <= 74 and max(sides) > 40  # length 1..75, side 2 * (L // 2)
+    assert transform(image).shape == (3, 224, 224)
+    default = scan_strong_transform(32, (0.5,) * 3, (0.5,) * 3)  # CIFAR: unchanged, 16 px
+    assert default.transforms[-1].size == 16
 
 
 # -- MoCo v2 weights -----------------------------------------------------------------------------
