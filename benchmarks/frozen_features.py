@@ -9,7 +9,7 @@ accuracy, only about cost.
 
 Usage (CIFAR-10 scale on a GPU, as scripts/gpu_check.sh):
   python benchmarks/frozen_features.py --backbone clip_vit_b16 --images 50000 --image-size 224 \
-      --device cuda
+      --device cuda [--random-weights: no download, same cost]
 Smoke test on CPU:
   python benchmarks/frozen_features.py --backbone efficientnet_lite0 --images 64 --image-size 32
 """
@@ -86,12 +86,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256, help="extraction batch")
     parser.add_argument("--num-clusters", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=1, help="SCAN / self-label epochs timed")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="skip the pretrained weights (same cost; for machines without the hub or its cache)",
+    )
     args = parser.parse_args()
 
     recipe = load_config("clustering", "frozen_features")
     backbone_cfg = load_config("backbone", args.backbone)
     if "image_size" in backbone_cfg:
         backbone_cfg.image_size = args.image_size
+    if args.random_weights and "pretrained" in backbone_cfg:  # open_clip: a tag; timm: a flag
+        backbone_cfg.pretrained = None if isinstance(backbone_cfg.pretrained, str) else False
     L.seed_everything(0, verbose=False)
     backbone = instantiate(backbone_cfg)
 
