@@ -21,6 +21,7 @@ from PIL import Image
 from scipy.sparse.csgraph import laplacian
 from torchvision.models import resnet50
 
+from ood_nolabels.clustering import auto_k
 from ood_nolabels.clustering.auto_k import eigengap_k, knn_graph
 from ood_nolabels.clustering.mining import mine_neighbors
 from ood_nolabels.clustering.pipeline import cluster_normal_images
@@ -171,6 +172,18 @@ def test_eigengap_on_mined_neighbours_of_blobs():
     points = torch.cat([c + torch.randn(40, 16, generator=generator) for c in centres])
     neighbors = mine_neighbors(points, 10, use_faiss=False, include_self=True)
     assert eigengap_k(neighbors, 2, 12).k == 5
+
+
+def test_sparse_eigensolver_agrees_with_the_dense_one(monkeypatch):
+    """Large sets use ARPACK on the sparse graph: same spectrum as the dense decomposition."""
+    generator = torch.Generator().manual_seed(1)
+    points = torch.cat([c + torch.randn(30, 8, generator=generator) for c in torch.eye(8)[:3] * 8])
+    neighbors = mine_neighbors(points, 8, use_faiss=False)
+    dense = eigengap_k(neighbors, 2, 6)
+    monkeypatch.setattr(auto_k, "DENSE_LIMIT", 0)
+    sparse = eigengap_k(neighbors, 2, 6)
+    assert sparse.k == dense.k == 3
+    np.testing.assert_allclose(sparse.eigenvalues, dense.eigenvalues, atol=1e-6)
 
 
 def test_eigengap_refuses_an_impossible_range():
