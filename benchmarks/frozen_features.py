@@ -106,9 +106,8 @@ def main() -> None:
     features = extract(backbone, args.images, args.image_size, args.batch_size, args.device)
     extraction = time.perf_counter() - start
     start = time.perf_counter()
-    neighbors = mine_neighbors(
-        features, min(recipe.mining.num_neighbors, args.images - 1), include_self=True
-    )
+    num_neighbors = min(recipe.mining.num_neighbors, args.images - 1)
+    neighbors = mine_neighbors(features, num_neighbors, include_self=True)
     mining = time.perf_counter() - start
 
     vectors = FeatureVectors(features)
@@ -151,7 +150,7 @@ def main() -> None:
         f"{args.image_size} px, device={args.device}, features {tuple(features.shape)}"
     )
     print(f"  feature extraction (once, cached): {extraction:.2f} s")
-    print(f"  mining {recipe.mining.num_neighbors} neighbours: {mining:.2f} s")
+    print(f"  mining {num_neighbors} neighbours: {mining:.2f} s")
     print(f"  heads-only SCAN epoch: {scan_epoch:.2f} s (recipe: {recipe.scan.epochs} epochs)")
     print(f"  self-label epoch: {selflabel_epoch:.2f} s (recipe: {recipe.selflabel.epochs} epochs)")
     print(f"  projected stage 1 (full recipe): {total:.1f} s")
