@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ood_nolabels.clustering.auto_k import AUTO, choose_num_clusters
 from ood_nolabels.console import Timings, quiet_libraries
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.detector import DETECTOR_FILE
@@ -73,8 +74,20 @@ def preflight(cfg: DictConfig, runtime: Runtime) -> None:
     stages |= {"clustering.selflabel": cfg.clustering.get("selflabel"), "finetune": cfg.finetune}
     check_stage_recipes(stages)
     runtime.datamodule.setup()  # every data set present and readable
-    if "num_clusters" in cfg.method:
+    if "num_clusters" in cfg.method and cfg.K != AUTO:
         check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))
+
+
+def resolve_auto_k(cfg: DictConfig, runtime: Runtime, output_dir: Path) -> dict[str, float]:
+    """``K=auto``: choose K on stage 1's mined neighbours (:mod:`ood_nolabels.clustering.auto_k`)
+    and set it, so every ``${K}`` downstream sees the chosen number as if it had been given.
+    Returns ``{"auto_k/K": K}`` for ``metrics.json`` (nothing when K was given)."""
+    if cfg.K != AUTO or "num_clusters" not in cfg.method:
+        return {}
+    cfg.K = choose_num_clusters(runtime, cfg.clustering, output_dir, **cfg.auto_k)
+    check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))
+    save_resolved_config(cfg, output_dir)
+    return {"auto_k/K": float(cfg.K)}
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -91,7 +104,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     try:
         runtime = build_runtime(cfg, loggers)
         preflight(cfg, runtime)
+        chosen = resolve_auto_k(cfg, runtime, output_dir)
         result: RunResult = instantiate(cfg.method)(runtime)
+        result.metrics |= chosen
         save_detector(result, cfg, output_dir)
         report(result, runtime, cfg, output_dir)
         failures = result.evaluation.failures if result.evaluation else {}

@@ -333,21 +333,31 @@ def scan_strong_transform(
     num_ops: int = 4,
     cutout_fraction: float = 0.5,
     hflip: bool = True,
+    cutout_length: int | None = None,
+    resize: int | None = None,
 ) -> T.Compose:
     """Official SCAN strong view ("ours"): flip, :class:`ScanAugment`, normalise, random Cutout.
 
     No padded crop: SCAN's ``RandomCrop(32)`` of a 32 px CIFAR image is the identity (the resize
     to ``image_size`` is one too). Cutout draws its length from ``1..round(cutout_fraction *
-    image_size)`` (16 px for CIFAR, as official) and clips the hole at the border. The official
-    CIFAR values are the defaults.
+    image_size)`` (16 px for CIFAR, as official), or ``1..cutout_length`` when given (75 px in
+    SCAN's ImageNet recipe), and clips the hole at the border. ``resize`` (SCAN's ImageNet
+    recipe: 256) resizes the shorter side first and then crops a random ``image_size`` square,
+    as the official ImageNet dataset's ``Resize(256)`` followed by ``RandomCrop(224)``. The
+    official CIFAR values are the defaults.
     """
+    if resize is None:
+        geometry = [T.Resize((image_size, image_size))]
+    else:
+        geometry = [T.Resize(resize), T.RandomCrop(image_size)]
+    length = round(cutout_fraction * image_size) if cutout_length is None else cutout_length
     return T.Compose(
         [
             to_rgb,
-            T.Resize((image_size, image_size)),
+            *geometry,
             *_flip(hflip),
             ScanAugment(num_ops),
             *_to_normalised_tensor(mean, std),
-            Cutout(round(cutout_fraction * image_size), random_size=True),
+            Cutout(length, random_size=True),
         ]
     )

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 from ood_nolabels.models.backbones import Backbone
+from ood_nolabels.stages.features import FeatureInput
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -61,8 +62,14 @@ def check_num_clusters(num_clusters: int) -> int:
     return num_clusters
 
 
-def augmentation_for(config: DictConfig, backbone: Backbone):
-    """Instantiate an augmentation partial for the backbone's input size and statistics."""
+def augmentation_for(config: DictConfig | None, backbone: Backbone):
+    """Instantiate an augmentation partial for the backbone's input size and statistics.
+
+    ``None`` is the backbone's own evaluation preprocessing (the un-augmented view); cached
+    feature vectors (:class:`~ood_nolabels.stages.features.FeatureInput`) are never augmented.
+    """
+    if config is None or isinstance(backbone, FeatureInput):
+        return backbone.transform()
     return instantiate(config)(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,18 +48,48 @@ def mine(
     (ground truth, optional) only measure the neighbours' purity, the anchor left out. The key
     holds no K: a K sweep mines once.
     """
+
+    def features() -> torch.Tensor:
+        loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, transform)}
+        return runtime.extract(encoder, loaders)[NORMAL_TRAIN]
+
+    return _mining_stage(runtime, features, config, upstream, labels)
+
+
+def mine_features(
+    runtime: Runtime,
+    features: torch.Tensor,
+    config: DictConfig,
+    upstream: CachedStage,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, CachedStage]:
+    """As :func:`mine`, on features already extracted by ``upstream`` (a pretrained backbone's)."""
+    if config.features != "backbone":
+        raise ValueError(
+            f"mining.features={config.features!r}: a pretrained backbone has no projection head; "
+            "set clustering.mining.features=backbone"
+        )
+    return _mining_stage(runtime, lambda: features, config, upstream, labels)
+
+
+def _mining_stage(
+    runtime: Runtime,
+    features: Callable[[], torch.Tensor],
+    config: DictConfig,
+    upstream: CachedStage,
+    labels: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, CachedStage]:
     stage = runtime.stage("mining", upstream.name, config)
 
     def train(work_dir: Path) -> dict[str, float]:
-        loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, transform)}
-        features = runtime.extract(encoder, loaders)[NORMAL_TRAIN]
+        mined = features()
         neighbors = mine_neighbors(
-            features,
+            mined,
             config.num_neighbors,
             use_faiss=config.use_faiss,
             include_self=config.include_self,
         )
-        save_artifact(features, work_dir / "features.pt")
+        save_artifact(mined, work_dir / "features.pt")
         save_artifact(neighbors, work_dir / "neighbors.pt")
         if labels is None:
             return {}
@@ -67,5 +98,5 @@ def mine(
     def load(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
         return load_artifact(directory / "neighbors.pt"), load_artifact(directory / "features.pt")
 
-    neighbors, features = stage.run(train, load)
-    return neighbors, features, stage
+    neighbors, mined = stage.run(train, load)
+    return neighbors, mined, stage

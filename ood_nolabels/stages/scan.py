@@ -28,6 +28,7 @@ from ood_nolabels.stages.base import (
     check_num_clusters,
 )
 from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
+from ood_nolabels.stages.features import plain_loader
 
 
 class ClusterModel(nn.Module):
@@ -201,14 +202,15 @@ def head_selection_losses(logits: torch.Tensor, neighbors: torch.Tensor) -> torc
 def cluster_predictions(
     runtime: Runtime,
     model: ClusterModel,
+    loader: DataLoader,
     stage: str,
     num_clusters: int,
     labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cluster ids of the normal training images and ``cluster/<stage>/...`` metrics
-    (empty clusters; accuracy, NMI and ARI when ground-truth ``labels`` are given)."""
-    loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, model.backbone.transform())}
-    predictions = runtime.extract(model, loaders)[NORMAL_TRAIN].argmax(dim=1)
+    """Cluster ids of the normal training set (``loader``: un-augmented, in dataset order) and
+    ``cluster/<stage>/...`` metrics (empty clusters; accuracy, NMI and ARI when ground-truth
+    ``labels`` are given)."""
+    predictions = runtime.extract(model, {NORMAL_TRAIN: loader})[NORMAL_TRAIN].argmax(dim=1)
     counts = torch.bincount(predictions, minlength=num_clusters)
     metrics = {f"cluster/{stage}/empty_clusters": float((counts == 0).sum())}
     if labels is not None:
@@ -229,7 +231,11 @@ def train_scan(
 ) -> tuple[ClusterModel, torch.Tensor, CachedStage]:
     """The cached SCAN stage: ``(cluster model with the selected head, its cluster ids, stage)``.
 
-    ``config`` is the ``clustering.scan`` node; the key holds K and the mining stage.
+    ``images`` are the normal training images, or their cached features
+    (:class:`~ood_nolabels.stages.features.FeatureVectors`, with a
+    :class:`~ood_nolabels.stages.features.FeatureInput` backbone: heads on frozen features, no
+    augmentation). ``config`` is the ``clustering.scan`` node; the key holds K and the mining
+    stage.
     ``neighbors`` is the mining stage's candidate matrix: the training set draws each anchor's
     neighbour from its row and the ``validation`` selection scores the heads on all of it. With
     ``selection: validation`` the weights and head of the epoch with the lowest
@@ -251,10 +257,11 @@ def train_scan(
     def train(work_dir: Path) -> dict[str, float]:
         dataset = NeighborsDataset(images, neighbors, augmentation_for(config.augment, backbone))
         loader = runtime.datamodule.train_loader(dataset, config.batch_size)
+        plain = plain_loader(runtime, images, backbone.transform())
         callbacks = []
         best = work_dir / "checkpoints" / "best.ckpt"
         if module.selection == "validation":
-            module.validation_loader = runtime.datamodule.loader(NORMAL_TRAIN, backbone.transform())
+            module.validation_loader = plain
             checkpoint = ModelCheckpoint(
                 dirpath=best.parent,
                 filename=best.stem,
@@ -273,7 +280,7 @@ def train_scan(
             module.load_state_dict(load_artifact(best)["state_dict"])
         save_artifact(module.state_dict(), work_dir / "scan.pt")
         predictions, metrics = cluster_predictions(
-            runtime, module.cluster_model(), "scan", num_clusters, labels
+            runtime, module.cluster_model(), plain, "scan", num_clusters, labels
         )
         save_artifact(predictions, work_dir / "pseudo_labels.pt")
         if labels is not None and mined_features is not None:

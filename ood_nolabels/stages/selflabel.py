@@ -20,6 +20,7 @@ from ood_nolabels.stages.base import (
     augmentation_for,
 )
 from ood_nolabels.stages.cache import CachedStage, load_artifact, save_artifact
+from ood_nolabels.stages.features import plain_loader
 from ood_nolabels.stages.scan import ClusterModel, cluster_predictions
 
 
@@ -27,7 +28,9 @@ class SelfLabelModule(StageModule):
     """Fine-tunes the SCAN cluster model on its own confident (> ``threshold``) predictions.
 
     Batches are ``((weak, strong), indices)``. The weak view gives targets without gradient;
-    class balancing stops the largest cluster from absorbing the others.
+    class balancing stops the largest cluster from absorbing the others. The whole model trains
+    (official, also after a heads-only SCAN) unless ``update_backbone=False``: then only the head
+    does, the backbone in eval mode.
     """
 
     stage_name = "selflabel"  # names its progress bar
@@ -39,11 +42,19 @@ class SelfLabelModule(StageModule):
         scheduler: SchedulerFactory | None = None,
         threshold: float = 0.99,
         class_balance: bool = True,
+        update_backbone: bool = True,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.model = model
         self.threshold = threshold
         self.class_balance = class_balance
+        self.update_backbone = update_backbone
+        model.backbone.requires_grad_(update_backbone)
+        model.head.requires_grad_(True)
+
+    def on_train_epoch_start(self) -> None:
+        if not self.update_backbone:
+            self.model.backbone.eval()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (weak, strong), _ = batch
@@ -71,7 +82,10 @@ def train_selflabel(
 ) -> tuple[torch.Tensor, CachedStage]:
     """The cached self-label stage: trains ``model`` in place; returns its cluster ids, stage.
 
-    ``config`` is the ``clustering.selflabel`` node; ``labels`` (optional) only measure it.
+    ``config`` is the ``clustering.selflabel`` node (``weak_augment: null``: targets from the
+    backbone's evaluation preprocessing); ``labels`` (optional) only measure it. On cached
+    features (``images`` are :class:`~ood_nolabels.stages.features.FeatureVectors`) both views
+    are the feature vector itself: confidence-thresholded self-training of the head.
     """
     stage = runtime.stage("selflabel", upstream.name, config)
 
@@ -90,8 +104,9 @@ def train_selflabel(
         loader = runtime.datamodule.train_loader(IndexedDataset(images, views), config.batch_size)
         runtime.fit(module, loader, config.epochs, work_dir, callbacks=ema)
         save_artifact(model.state_dict(), work_dir / "selflabel.pt")
+        plain = plain_loader(runtime, images, model.backbone.transform())
         predictions, metrics = cluster_predictions(
-            runtime, model, "selflabel", num_clusters, labels
+            runtime, model, plain, "selflabel", num_clusters, labels
         )
         save_artifact(predictions, work_dir / "pseudo_labels.pt")
         return metrics

@@ -1,0 +1,125 @@
+"""``K=auto``: the number of clusters chosen from the unlabeled normal data alone.
+
+Criterion (the eigengap heuristic, von Luxburg 2007, "A tutorial on spectral clustering", §8.3):
+build the symmetric k-nearest-neighbour graph that stage 1 itself mined (the mining stage's
+neighbours, in the very features SCAN clusters), take the smallest eigenvalues
+``λ_1 <= λ_2 <= ...`` of its normalised Laplacian and choose the K in ``[k_min, k_max]`` with the
+largest gap ``λ_{K+1} - λ_K``. A graph made of K weakly linked groups has K eigenvalues near 0
+and a jump after them. Nothing here depends on K, so the pretext and mining stages run once
+(cached) and SCAN then trains for the chosen K only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import scipy.sparse as sp
+import torch
+from omegaconf import DictConfig
+from scipy.sparse.linalg import eigsh
+
+from ood_nolabels.clustering.pipeline import mine_normal_images
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+# Below this many images the Laplacian is decomposed densely (exact, and faster than ARPACK).
+DENSE_LIMIT = 3000
+
+
+@dataclass
+class KChoice:
+    """The chosen K and the curve it was read from: ``gaps[i]`` belongs to ``k_values[i]``."""
+
+    k: int
+    k_values: list[int]
+    gaps: list[float]
+    eigenvalues: list[float]
+
+
+def knn_graph(neighbors: torch.Tensor) -> sp.csr_matrix:
+    """The symmetric 0/1 adjacency of mined neighbours ``(N, k')``; each point's own index (an
+    anchor mined among its candidates) is left out."""
+    neighbors = torch.as_tensor(neighbors).long()
+    n, width = neighbors.shape
+    rows = np.repeat(np.arange(n), width)
+    cols = neighbors.flatten().numpy()
+    keep = rows != cols
+    graph = sp.csr_matrix((np.ones(keep.sum()), (rows[keep], cols[keep])), shape=(n, n))
+    return ((graph + graph.T) > 0).astype(np.float64)
+
+
+def laplacian_spectrum(graph: sp.csr_matrix, count: int) -> np.ndarray:
+    """The ``count`` smallest eigenvalues of ``I - D^-1/2 A D^-1/2``, ascending."""
+    degree = np.asarray(graph.sum(axis=1)).ravel()
+    scale = sp.diags(1.0 / np.sqrt(np.maximum(degree, 1e-12)))
+    similarity = scale @ graph @ scale
+    n = graph.shape[0]
+    if n <= DENSE_LIMIT:
+        top = np.linalg.eigvalsh(similarity.toarray())[::-1][:count]
+    else:  # the largest of the normalised adjacency are the smallest of the Laplacian
+        top = np.sort(eigsh(similarity, k=count, which="LA", return_eigenvectors=False))[::-1]
+    return np.clip(1.0 - top, 0.0, None)
+
+
+def eigengap_k(neighbors: torch.Tensor, k_min: int, k_max: int) -> KChoice:
+    """K in ``[k_min, k_max]`` with the largest gap after the K-th Laplacian eigenvalue."""
+    n = len(neighbors)
+    if not 2 <= k_min <= k_max < n - 1:
+        raise ValueError(f"auto_k needs 2 <= k_min <= k_max < N-1={n - 1}, got {k_min}, {k_max}")
+    eigenvalues = laplacian_spectrum(knn_graph(neighbors), k_max + 1)
+    k_values = list(range(k_min, k_max + 1))
+    gaps = [float(eigenvalues[k] - eigenvalues[k - 1]) for k in k_values]
+    k = k_values[int(np.argmax(gaps))]
+    return KChoice(k, k_values, gaps, eigenvalues.tolist())
+
+
+def plot_k_curve(choice: KChoice, path: Path) -> Path:
+    """The eigengap curve with the chosen K marked, as a PNG."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    axis.plot(choice.k_values, choice.gaps, marker="o")
+    axis.axvline(choice.k, color="tab:red", linestyle="--", label=f"chosen K={choice.k}")
+    axis.set_xlabel("K")
+    axis.set_ylabel("eigengap  λ(K+1) - λ(K)")
+    axis.set_title("K=auto: eigengap of the mined kNN graph")
+    axis.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def log_k_choice(runtime: Runtime, choice: KChoice, png: Path) -> None:
+    """The curve as metrics (step = K) and the chosen K; the PNG to W&B loggers."""
+    for k, gap in zip(choice.k_values, choice.gaps, strict=True):
+        runtime.log_metrics({"auto_k/eigengap": gap}, step=k)
+    runtime.log_metrics({"auto_k/K": float(choice.k)})
+    for logger in runtime.loggers:
+        if hasattr(logger, "log_image"):  # WandbLogger
+            logger.log_image("auto_k/curve", [str(png)])
+
+
+def choose_num_clusters(
+    runtime: Runtime, clustering: DictConfig, output_dir: Path, k_min: int = 2, k_max: int = 15
+) -> int:
+    """Run stage 1's pretext and mining stages (cached), choose K on their neighbour graph,
+    write ``auto_k.png`` into ``output_dir`` and log the curve; returns the chosen K."""
+    runtime.datamodule.setup()
+    k_max = min(k_max, len(runtime.datamodule.images[NORMAL_TRAIN]) - 2)
+    _, neighbors, _, _ = mine_normal_images(runtime, clustering, runtime.datamodule.train_labels())
+    choice = eigengap_k(neighbors, k_min, k_max)
+    png = plot_k_curve(choice, output_dir / "auto_k.png")
+    log_k_choice(runtime, choice, png)
+    curve = ", ".join(f"{k}: {g:.4f}" for k, g in zip(choice.k_values, choice.gaps, strict=True))
+    log.info("K=auto chose K=%d (eigengap by K: %s); curve in %s", choice.k, curve, png)
+    return choice.k
