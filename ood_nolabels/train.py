@@ -9,6 +9,7 @@ its yaml) and runs it, then prints the results table and writes ``metrics.json``
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
@@ -54,14 +55,15 @@ def build_loggers(cfg: DictConfig, job: JobIdentity) -> list[Logger]:
     return loggers
 
 
-def build_runtime(cfg: DictConfig, loggers: list[Logger]) -> Runtime:
+def build_runtime(cfg: DictConfig, loggers: Sequence[Logger] = ()) -> Runtime:
+    """The run's shared resources; ``loggers`` from :func:`build_loggers` (none by default)."""
     timings = Timings()
     return Runtime(
         datamodule=instantiate(cfg.data),
         artifacts=ArtifactStore(Path(cfg.paths.artifact_dir), cfg.seed, on_ready=timings.add),
         trainer=cfg.trainer,
         callbacks=cfg.get("callbacks") or {},
-        loggers=loggers,
+        loggers=list(loggers),
         data_key=OmegaConf.to_container(cfg.dataset, resolve=True),
         timings=timings,
     )
