@@ -15,37 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from ood_nolabels import plots
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN, OODDataModule
 from ood_nolabels.methods import RunResult
+from ood_nolabels.plots import FigureWriter
 from ood_nolabels.scoring.keys import EPOCH, FINAL, ood_metrics_of
 
 log = logging.getLogger(__name__)
 
 SPLIT_LABELS = {NORMAL_TRAIN: "normal train", NORMAL_TEST: "normal test"}
-
-
-class FigureWriter:
-    """Saves each figure as ``<directory>/<name>.png`` and logs it to the W&B loggers."""
-
-    def __init__(self, directory: Path, loggers: Sequence[Logger] = ()) -> None:
-        self.directory = directory
-        self.loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
-        self.written: dict[str, Path] = {}
-
-    def __call__(self, name: str, figure: Figure) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{name}.png"
-        figure.savefig(path, dpi=110)
-        for logger in self.loggers:
-            logger.log_image(key=f"plots/{name}", images=[str(path)])
-        self.written[name] = path
 
 
 @rank_zero_only

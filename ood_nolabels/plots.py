@@ -1,4 +1,5 @@
-"""Diagnostic figures, as pure functions of arrays (matplotlib's object API: no GUI backend).
+"""Diagnostic figures, as pure functions of arrays (matplotlib's object API: no GUI backend),
+and :class:`FigureWriter`, which saves them as PNG files and W&B images.
 
 Conventions: a higher anomaly score is more anomalous; OOD is the positive class of the ROC.
 """
@@ -6,9 +7,11 @@ Conventions: a higher anomaly score is more anomalous; OOD is the positive class
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.loggers import Logger, WandbLogger
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
@@ -17,6 +20,23 @@ from ood_nolabels.clustering.metrics import contingency, hungarian_matching
 from ood_nolabels.scoring.metrics import ood_metrics, roc_points
 
 OOD_COLOURS = ("black", "red", "purple", "brown")
+
+
+class FigureWriter:
+    """Saves each figure as ``<directory>/<name>.png`` and logs it to the W&B loggers."""
+
+    def __init__(self, directory: Path, loggers: Sequence[Logger] = ()) -> None:
+        self.directory = directory
+        self.loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
+        self.written: dict[str, Path] = {}
+
+    def __call__(self, name: str, figure: Figure) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        for logger in self.loggers:
+            logger.log_image(key=f"plots/{name}", images=[str(path)])
+        self.written[name] = path
 
 
 def roc_figure(normal: torch.Tensor, ood: Mapping[str, torch.Tensor], title: str) -> Figure:
@@ -139,4 +159,17 @@ def confusion_figure(pred: np.ndarray, target: np.ndarray) -> Figure:
     axes.set_xticks(range(len(classes)), [str(c) for c in classes])
     axes.set_yticks(range(len(order)), [str(clusters[r]) for r in order])
     axes.set(xlabel="true class (evaluation only)", ylabel="pseudo-class")
+    return figure
+
+
+def k_curve_figure(k_values: Sequence[int], gaps: Sequence[float], chosen: int) -> Figure:
+    """``K=auto``: the eigengap of the mined kNN graph by K, the chosen K marked."""
+    figure = Figure(figsize=(5, 3.2), layout="constrained")
+    axes = figure.add_subplot()
+    axes.plot(k_values, gaps, marker="o")
+    axes.axvline(chosen, color="tab:red", linestyle="--", label=f"chosen K={chosen}")
+    axes.set(xlabel="K", ylabel="eigengap  λ(K+1) - λ(K)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_title("K=auto: eigengap of the mined kNN graph", fontsize=10)
+    axes.legend(fontsize=8)
     return figure

@@ -214,7 +214,7 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
     mining = next(Path(cfg.paths.artifact_dir).glob("mining-*[!k]"))
     expected = eigengap_k(load_artifact(mining / "neighbors.pt"), 2, 6).k
     assert metrics["auto_k/K"] == expected and cfg.K == expected
-    assert (output / "auto_k.png").stat().st_size > 1000
+    assert (output / "plots" / "auto_k.png").stat().st_size > 1000
     assert OmegaConf.load(output / "config_resolved.yaml").K == expected
     scan = next(Path(cfg.paths.artifact_dir).glob("scan-*[!k]"))
     assert load_artifact(scan / "scan.pt")["heads.0.weight"].shape[0] == expected

@@ -15,13 +15,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import scipy.sparse as sp
 import torch
 from omegaconf import DictConfig
 from scipy.sparse.linalg import eigsh
 
+from ood_nolabels import plots
 from ood_nolabels.clustering.pipeline import mine_normal_images
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.runtime import Runtime
@@ -80,46 +80,26 @@ def eigengap_k(neighbors: torch.Tensor, k_min: int, k_max: int) -> KChoice:
     return KChoice(k, k_values, gaps, eigenvalues.tolist())
 
 
-def plot_k_curve(choice: KChoice, path: Path) -> Path:
-    """The eigengap curve with the chosen K marked, as a PNG."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.2))
-    axis.plot(choice.k_values, choice.gaps, marker="o")
-    axis.axvline(choice.k, color="tab:red", linestyle="--", label=f"chosen K={choice.k}")
-    axis.set_xlabel("K")
-    axis.set_ylabel("eigengap  λ(K+1) - λ(K)")
-    axis.set_title("K=auto: eigengap of the mined kNN graph")
-    axis.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def log_k_choice(runtime: Runtime, choice: KChoice, png: Path) -> None:
-    """The curve as metrics (step = K) and the chosen K; the PNG to W&B loggers."""
+def log_k_choice(runtime: Runtime, choice: KChoice) -> None:
+    """The curve as metrics (step = K) and the chosen K."""
     for k, gap in zip(choice.k_values, choice.gaps, strict=True):
         runtime.log_metrics({"auto_k/eigengap": gap}, step=k)
     runtime.log_metrics({"auto_k/K": float(choice.k)})
-    for logger in runtime.loggers:
-        if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image("auto_k/curve", [str(png)])
 
 
 def choose_num_clusters(
     runtime: Runtime, clustering: DictConfig, output_dir: Path, k_min: int = 2, k_max: int = 15
 ) -> int:
     """Run stage 1's pretext and mining stages (cached), choose K on their neighbour graph,
-    write ``auto_k.png`` into ``output_dir`` and log the curve; returns the chosen K."""
+    write ``plots/auto_k.png`` into ``output_dir`` and log the curve; returns the chosen K."""
     runtime.datamodule.setup()
     k_max = min(k_max, len(runtime.datamodule.images[NORMAL_TRAIN]) - 2)
     _, neighbors, _, _ = mine_normal_images(runtime, clustering, runtime.datamodule.train_labels())
     choice = eigengap_k(neighbors, k_min, k_max)
-    png = plot_k_curve(choice, output_dir / "auto_k.png")
-    log_k_choice(runtime, choice, png)
+    save = plots.FigureWriter(output_dir / "plots", runtime.loggers)
+    save("auto_k", plots.k_curve_figure(choice.k_values, choice.gaps, choice.k))
+    log_k_choice(runtime, choice)
+    png = save.written["auto_k"]
     curve = ", ".join(f"{k}: {g:.4f}" for k, g in zip(choice.k_values, choice.gaps, strict=True))
     log.info("K=auto chose K=%d (eigengap by K: %s); curve in %s", choice.k, curve, png)
     return choice.k
