@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ood_nolabels.scoring.base import Scorer, check_features
 
 
+def cholesky_inverse(covariance: torch.Tensor) -> torch.Tensor | None:
+    """Inverse of a symmetric matrix by Cholesky, or None unless it provably equals the pinv.
+
+    ``torch.linalg.pinv(hermitian=True)`` zeroes eigenvalues below ``rtol * max eigenvalue``
+    (``rtol = dim * eps``). The Cholesky inverse ``P`` is returned only when every eigenvalue is
+    above that cutoff, checked without an eigendecomposition: ``1 / trace(P) <= min eigenvalue``
+    and ``max eigenvalue <= trace(covariance)``. It is several times faster than ``eigh``.
+    """
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    if int(info) != 0:
+        return None
+    precision = torch.cholesky_inverse(factor)
+    trace = float(precision.trace())  # finite => every entry is (|P_ij| <= sqrt(P_ii P_jj))
+    rtol = len(covariance) * torch.finfo(covariance.dtype).eps
+    if not math.isfinite(trace) or trace <= 0 or 1.0 / trace <= rtol * float(covariance.trace()):
+        return None
+    return precision
+
+
 def pseudo_inverse(covariance: torch.Tensor) -> torch.Tensor:
-    """Pseudo-inverse of a symmetric PSD matrix: eigh first, SVD when eigh does not converge.
+    """Pseudo-inverse of a symmetric PSD matrix: Cholesky when the matrix is well conditioned,
+    else eigh, and SVD when eigh does not converge.
 
     LAPACK's symmetric eigensolver can fail on ill-conditioned, rank-deficient covariances of
     pretrained features (depending even on the thread count); the SVD route is slower but
     converges on them.
     """
+    precision = cholesky_inverse(covariance)
+    if precision is not None:
+        return precision
     try:
         return torch.linalg.pinv(covariance, hermitian=True)
     except torch.linalg.LinAlgError:
@@ -26,7 +51,8 @@ class MahalanobisScorer(Scorer):
     Classes are the given labels (pseudo-labels in the paper's method); without labels the
     normal data is one Gaussian. The shared covariance is the pooled within-class covariance,
     computed in float64 and inverted with a pseudo-inverse (features of pretrained networks are
-    often rank-deficient); ``shrinkage`` adds a multiple of the mean variance to the diagonal.
+    often rank-deficient; a well-conditioned one is inverted by Cholesky, several times faster);
+    ``shrinkage`` adds a multiple of the mean variance to the diagonal.
     """
 
     def __init__(self, shrinkage: float = 0.0) -> None:
