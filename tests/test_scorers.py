@@ -124,3 +124,26 @@ def test_cholesky_inverse_declines_what_pinv_would_truncate(smallest):
     assert cholesky_inverse(covariance) is None
     expected = np.linalg.pinv(covariance.numpy(), rcond=8 * np.finfo(float).eps, hermitian=True)
     np.testing.assert_allclose(pseudo_inverse(covariance).numpy(), expected, atol=1e-8)
+
+
+def test_fewer_samples_than_dimensions_give_the_covariance_pseudo_inverse():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 40)
+    train = (rng.normal(size=(40, 64)) + labels[:, None]).astype(np.float32).astype(np.float64)
+    scorer = MahalanobisScorer().fit(torch.tensor(train), torch.tensor(labels))
+    means = np.stack([train[labels == c].mean(0) for c in range(3)])
+    centered = train - means[labels]
+    covariance = centered.T @ centered / 40
+    precision = scorer.precision.numpy()
+    # the four Moore-Penrose conditions (C P C = C, P C P = P, C P and P C symmetric)
+    np.testing.assert_allclose(covariance @ precision @ covariance, covariance, atol=1e-10)
+    np.testing.assert_allclose(precision @ covariance @ precision, precision, atol=1e-10)
+    np.testing.assert_allclose(covariance @ precision, (covariance @ precision).T, atol=1e-10)
+    np.testing.assert_allclose(precision @ covariance, (precision @ covariance).T, atol=1e-10)
+    assert np.linalg.matrix_rank(precision) == 40 - 3
+    test = rng.normal(size=(10, 64))
+    np.testing.assert_allclose(
+        scorer.score(torch.tensor(test)).numpy(),
+        mahalanobis_numpy(train, labels, test),
+        rtol=1e-4,
+    )

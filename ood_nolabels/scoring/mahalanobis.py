@@ -45,13 +45,33 @@ def pseudo_inverse(covariance: torch.Tensor) -> torch.Tensor:
         return torch.linalg.pinv(covariance, hermitian=False)
 
 
+def sample_pseudo_inverse(samples: torch.Tensor) -> torch.Tensor | None:
+    """Pseudo-inverse of ``samples.T @ samples`` from the thin SVD of the ``(n, d)`` samples.
+
+    With fewer samples than dimensions (a few hundred images, 1,280-d features) the covariance
+    has rank < n: its pseudo-inverse is ``V diag(1 / s**2) V.T`` over the singular values kept by
+    ``pinv``'s cutoff (``s**2 > d * eps * max s**2``), at O(n**2 d) instead of the O(d**3) of a
+    d x d eigendecomposition. None when the SVD does not converge.
+    """
+    try:
+        _, singular, vh = torch.linalg.svd(samples, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        return None
+    eigenvalues = singular.square()
+    rtol = samples.shape[1] * torch.finfo(samples.dtype).eps
+    keep = eigenvalues > rtol * eigenvalues.max()
+    basis = vh[keep]
+    return basis.T @ (basis / eigenvalues[keep, None])
+
+
 class MahalanobisScorer(Scorer):
     """Score = min over classes of the squared Mahalanobis distance to the class mean.
 
     Classes are the given labels (pseudo-labels in the paper's method); without labels the
     normal data is one Gaussian. The shared covariance is the pooled within-class covariance,
     computed in float64 and inverted with a pseudo-inverse (features of pretrained networks are
-    often rank-deficient; a well-conditioned one is inverted by Cholesky, several times faster);
+    often rank-deficient: with fewer samples than dimensions it comes from the samples' SVD, and a
+    well-conditioned covariance is inverted by Cholesky, both far faster than a d x d eigh);
     ``shrinkage`` adds a multiple of the mean variance to the diagonal.
     """
 
@@ -70,6 +90,10 @@ class MahalanobisScorer(Scorer):
         classes = labels.unique()
         self.means = torch.stack([x[labels == c].mean(0) for c in classes])
         centered = x - self.means[torch.searchsorted(classes, labels)]
+        if not self.shrinkage and len(x) < x.shape[1]:
+            self.precision = sample_pseudo_inverse(centered / math.sqrt(len(x)))
+            if self.precision is not None:
+                return self
         covariance = centered.T @ centered / len(x)
         if self.shrinkage:
             covariance += self.shrinkage * covariance.diagonal().mean() * torch.eye(len(covariance))
