@@ -36,7 +36,7 @@ def test_dry_run_writes_a_report_with_every_step(tmp_path):
     for title in STEPS:
         assert f"## {title}" in text
     # numbers from each measuring step, not placeholders
-    assert re.search(r"ood/\S+/auroc \| \d+\.\d \| \d+\.\d", text)  # demo: GPU next to CPU
+    assert re.search(r"ood/\S+/auroc +\| \d+\.\d +\| \d+\.\d", text)  # demo: GPU next to CPU
     assert re.search(r"\*\*\d+ images/s\*\*. Projected: finetune 5 epochs \d", text)
     assert len(re.findall(r"\| \d+ +\| SimCLR 500 epochs", text)) == 2  # both augmentation paths
     assert re.search(r"faiss IndexFlatIP, CPU +\| \d+\.\d{3}", text)
