@@ -267,9 +267,10 @@ def faiss_knn(check: Check) -> str:
 
     reference = timed("faiss IndexFlatIP, CPU", cpu_search)
     if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        resources = faiss.StandardGpuResources()  # must outlive the index
 
         def gpu_search() -> torch.Tensor:
-            index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), dim)
+            index = faiss.GpuIndexFlatIP(resources, dim)
             index.add(bank.numpy())
             return torch.from_numpy(index.search(query.numpy(), k)[0])
 
