@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format clean bench gpu-check
 
 # torch first and pinned: a torch range alone would pull a newer multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -21,6 +21,14 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow"
+
+# Every stage as a ratio to a bare PyTorch loop; rewrites benchmarks/RESULTS.md (about 10 min).
+bench: $(STAMP)
+	$(PYTHON) -m benchmarks.run_all
+
+# On a GPU machine: writes benchmarks/GPU_CHECK.md in under 8 minutes (--dry-run: CPU, tiny).
+gpu-check: $(STAMP)
+	PYTHON=$(PYTHON) scripts/gpu_check.sh
 
 lint: $(STAMP)
 	$(PYTHON) -m ruff check ood_nolabels tests benchmarks

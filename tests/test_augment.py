@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from helpers import conv_backbone, quiet_trainer
 from PIL import Image
+from torchvision import transforms as T
 from torchvision.transforms import RandomAffine
 
 from ood_nolabels.data.augment import (
     Cutout,
     PairedViews,
     TwoViews,
+    batch_simclr_augment,
     simclr_transform,
     strong_transform,
     weak_transform,
 )
 from ood_nolabels.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
+from ood_nolabels.stages.simclr import SimCLRModule
 
 SIZE = 32
 FACTORIES = [simclr_transform, weak_transform, strong_transform]
@@ -155,3 +160,65 @@ def test_simclr_affine_moves_the_image() -> None:
     assert torch.equal(plain(image()), plain(image()))
     views = [warped(image()) for _ in range(5)]
     assert not any(torch.equal(view, plain(image())) for view in views)
+
+
+# -- SimCLR views batched on the device (kornia) -------------------------------------------------
+
+
+def uint8_batch(n: int = 6, size: int = SIZE) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+
+
+def test_batch_simclr_views_are_normalised_and_drawn_per_image():
+    augment = batch_simclr_augment(SIZE, CIFAR10_MEAN, CIFAR10_STD)
+    same = uint8_batch(1).expand(8, -1, -1, -1)  # one image eight times
+    views = augment(same)
+    low, high = normalised_bounds()
+    assert views.shape == (8, 3, SIZE, SIZE) and views.dtype == torch.float32
+    assert (views >= low - 1e-5).all() and (views <= high + 1e-5).all()
+    flat = views.flatten(1)
+    assert len({tuple(row.tolist()) for row in flat}) == 8  # every image its own random draw
+
+
+def test_batch_simclr_with_nothing_random_is_the_normalised_image():
+    augment = batch_simclr_augment(
+        SIZE,
+        CIFAR10_MEAN,
+        CIFAR10_STD,
+        crop_scale=(1.0, 1.0),
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        hflip=False,
+    )
+    images = uint8_batch()
+    augment.pipeline[0] = torch.nn.Identity()  # RandomResizedCrop at scale 1 still jitters ratio
+    expected = torch.stack(
+        [T.Normalize(CIFAR10_MEAN, CIFAR10_STD)(x.float() / 255) for x in images]
+    )
+    torch.testing.assert_close(augment(images), expected)
+
+
+def test_batch_simclr_refuses_float_images():
+    with pytest.raises(ValueError, match="uint8"):
+        batch_simclr_augment(SIZE, CIFAR10_MEAN, CIFAR10_STD)(torch.rand(2, 3, SIZE, SIZE))
+
+
+def test_simclr_stage_trains_with_views_drawn_after_the_transfer():
+    """The loader yields uint8 images; the module draws both views on the batch's device."""
+    torch.manual_seed(0)
+    backbone = conv_backbone(image_size=SIZE)
+    augment = batch_simclr_augment(SIZE, (0.5,) * 3, (0.5,) * 3)
+    module = SimCLRModule(
+        backbone,
+        partial(torch.optim.SGD, lr=0.1),
+        hidden_dim=8,
+        projection_dim=4,
+        batch_augment=augment,
+    )
+    images = [image(seed=i) for i in range(8)]
+    dataset = [(augment.loader_transform()(x), i) for i, x in enumerate(images)]
+    before = [p.clone() for p in backbone.parameters()]
+    quiet_trainer(max_epochs=1).fit(module, torch.utils.data.DataLoader(dataset, batch_size=8))
+    assert any(not torch.equal(a, b) for a, b in zip(before, backbone.parameters(), strict=True))
+    assert not any(k.startswith("batch_augment") for k in module.state_dict())

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
@@ -80,6 +82,32 @@ def test_gpu_trainers_use_mixed_precision(compose_cfg):
     assert compose_cfg("trainer=gpu").trainer.precision == "bf16-mixed"
     ddp = compose_cfg("trainer=ddp").trainer
     assert ddp.strategy == "ddp" and ddp.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(
+    "trainer,workers,pinned", [("cpu", 0, False), ("gpu", 8, True), ("ddp_multinode", 8, True)]
+)
+def test_the_trainer_group_chooses_the_data_loaders(compose_cfg, trainer, workers, pinned):
+    cfg = compose_cfg(f"trainer={trainer}")
+    data = instantiate(cfg.data)
+    loader = data.loader("normal_test", lambda image: 0)
+    assert (loader.num_workers, loader.pin_memory) == (workers, pinned)
+    assert loader.persistent_workers == (workers > 0)
+
+
+def test_multinode_launcher_is_sized_from_the_trainer():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            ["trainer=ddp_multinode", "hydra/launcher=slurm", "trainer.num_nodes=3"],
+            return_hydra_config=True,
+        )
+    assert (cfg.hydra.launcher.nodes, cfg.hydra.launcher.tasks_per_node) == (3, 8)
+    assert cfg.hydra.launcher.gpus_per_node == cfg.trainer.devices == 8
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.precision == "bf16-mixed"
+    GlobalHydra.instance().clear()
 
 
 def test_digits_experiment_defaults(compose_cfg):

@@ -96,7 +96,54 @@ def test_mahalanobis_falls_back_to_svd_when_eigh_does_not_converge(monkeypatch):
             raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
         return original(matrix, **kwargs)
 
-    covariance = torch.tensor([[2.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+    # rank 1: the Cholesky route declines it, so the eigh route (failing here) is taken
+    covariance = torch.tensor([[2.0, 2.0], [2.0, 2.0]], dtype=torch.float64)
     monkeypatch.setattr(mahalanobis.torch.linalg, "pinv", failing_eigh)
-    expected = np.linalg.inv(covariance.numpy())
+    expected = np.linalg.pinv(covariance.numpy())
     np.testing.assert_allclose(mahalanobis.pseudo_inverse(covariance).numpy(), expected)
+
+
+def test_cholesky_inverse_equals_the_pseudo_inverse_when_it_is_taken():
+    from ood_nolabels.scoring.mahalanobis import cholesky_inverse
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64))
+    covariance = torch.tensor(x.T @ x / 500)
+    precision = cholesky_inverse(covariance)
+    assert precision is not None
+    np.testing.assert_allclose(precision.numpy(), np.linalg.pinv(covariance.numpy()), rtol=1e-8)
+
+
+@pytest.mark.parametrize("smallest", [0.0, 1e-16])  # singular; below pinv's cutoff (8 eps)
+def test_cholesky_inverse_declines_what_pinv_would_truncate(smallest):
+    from ood_nolabels.scoring.mahalanobis import cholesky_inverse, pseudo_inverse
+
+    rotation, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(8, 8)))
+    eigenvalues = np.array([1.0] * 7 + [smallest])
+    covariance = torch.tensor(rotation @ np.diag(eigenvalues) @ rotation.T)
+    assert cholesky_inverse(covariance) is None
+    expected = np.linalg.pinv(covariance.numpy(), rcond=8 * np.finfo(float).eps, hermitian=True)
+    np.testing.assert_allclose(pseudo_inverse(covariance).numpy(), expected, atol=1e-8)
+
+
+def test_fewer_samples_than_dimensions_give_the_covariance_pseudo_inverse():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 40)
+    train = (rng.normal(size=(40, 64)) + labels[:, None]).astype(np.float32).astype(np.float64)
+    scorer = MahalanobisScorer().fit(torch.tensor(train), torch.tensor(labels))
+    means = np.stack([train[labels == c].mean(0) for c in range(3)])
+    centered = train - means[labels]
+    covariance = centered.T @ centered / 40
+    precision = scorer.precision.numpy()
+    # the four Moore-Penrose conditions (C P C = C, P C P = P, C P and P C symmetric)
+    np.testing.assert_allclose(covariance @ precision @ covariance, covariance, atol=1e-10)
+    np.testing.assert_allclose(precision @ covariance @ precision, precision, atol=1e-10)
+    np.testing.assert_allclose(covariance @ precision, (covariance @ precision).T, atol=1e-10)
+    np.testing.assert_allclose(precision @ covariance, (precision @ covariance).T, atol=1e-10)
+    assert np.linalg.matrix_rank(precision) == 40 - 3
+    test = rng.normal(size=(10, 64))
+    np.testing.assert_allclose(
+        scorer.score(torch.tensor(test)).numpy(),
+        mahalanobis_numpy(train, labels, test),
+        rtol=1e-4,
+    )

@@ -7,14 +7,20 @@ generator, so ``seed_everything`` and the DataLoader's per-worker seeds govern t
 Two strong views: :func:`scan_strong_transform` is the official SCAN "ours" strategy (the
 ``scan_cifar10`` recipe); :func:`strong_transform` is torchvision's RandAugment at a fixed
 magnitude after a padded crop (the digits and synthetic recipes).
+
+SimCLR's views can also be drawn on the accelerator: :func:`batch_simclr_augment` (kornia, one
+random draw per image) replaces :func:`simclr_transform` in the config, and the loader then only
+decodes and resizes (:func:`uint8_tensor`), so PIL no longer limits a fast GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import kornia.augmentation as K
 import torch
 from PIL import Image, ImageEnhance, ImageOps
+from torch import nn
 from torchvision import transforms as T
 
 from ood_nolabels.data.images import to_rgb
@@ -361,3 +367,80 @@ def scan_strong_transform(
             Cutout(length, random_size=True),
         ]
     )
+
+
+# -- SimCLR views batched on the accelerator ----------------------------------------------------
+
+
+def uint8_tensor(image_size: int) -> T.Compose:
+    """Decode and resize only: ``(3, image_size, image_size)`` uint8 tensors (4x fewer bytes to
+    copy to the device than floats) for an augmentation that runs on the batch."""
+    return T.Compose([to_rgb, T.Resize((image_size, image_size)), T.PILToTensor()])
+
+
+class BatchAugment(nn.Module):
+    """A batched augmentation: uint8 ``(B, 3, H, W)`` images on any device -> normalised views.
+
+    ``pipeline`` draws its random parameters per image (kornia). :meth:`views` gives SimCLR's two
+    independent views of every image.
+    """
+
+    def __init__(self, image_size: int, pipeline: nn.Module) -> None:
+        super().__init__()
+        self.image_size = image_size
+        self.pipeline = pipeline
+
+    def loader_transform(self) -> T.Compose:
+        """What the data loader does per image before this augmentation (decode, resize)."""
+        return uint8_tensor(self.image_size)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"expected uint8 (B, 3, H, W) images, got {images.dtype} {tuple(images.shape)}"
+            )
+        return self.pipeline(images.float() / 255.0)
+
+    def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self(images), self(images)
+
+
+def batch_simclr_augment(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_scale: tuple[float, float] = (0.2, 1.0),
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
+    jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    hflip: bool = True,
+    affine_degrees: float = 0.0,
+    affine_translate: tuple[float, float] | None = None,
+    affine_scale: tuple[float, float] | None = None,
+) -> BatchAugment:
+    """:func:`simclr_transform`'s augmentation on whole batches on their device (kornia).
+
+    Same arguments and the same ops in the same order, with a random draw per image. Two
+    differences: the crop is taken from the image already resized to ``image_size`` (identical
+    for CIFAR's 32 px at 32 px), and kornia's bilinear resampling and colour ops differ from
+    PIL's in rounding, so the random streams, not the distributions, differ from the CPU path.
+    """
+    affine = []
+    if affine_degrees != 0 or affine_translate is not None or affine_scale is not None:
+        affine = [
+            K.RandomAffine(
+                affine_degrees,
+                translate=None if affine_translate is None else tuple(affine_translate),
+                scale=None if affine_scale is None else tuple(affine_scale),
+                p=1.0,
+            )
+        ]
+    pipeline = nn.Sequential(
+        K.RandomResizedCrop((image_size, image_size), scale=tuple(crop_scale)),
+        *affine,
+        *([K.RandomHorizontalFlip()] if hflip else []),
+        K.ColorJitter(*jitter, p=jitter_p),
+        K.RandomGrayscale(p=grayscale_p),
+        K.Normalize(torch.tensor(mean), torch.tensor(std)),
+    )
+    return BatchAugment(image_size, pipeline)

@@ -29,6 +29,10 @@ class OODDataModule(L.LightningDataModule):
     :meth:`setup` stops on bad input before any stage trains: it loads every split and names all
     missing data sets in one error, then (unless ``check_images`` is false) opens and decodes
     every image file once and lists all unreadable ones in one error.
+
+    ``num_workers``, ``pin_memory`` and ``persistent_workers`` (workers kept alive across epochs
+    and evaluations; only with ``num_workers > 0``) apply to every loader; the trainer config
+    group chooses them (``conf/trainer/``).
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class OODDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         check_images: bool = True,
+        persistent_workers: bool = False,
     ) -> None:
         super().__init__()
         if not ood:
@@ -51,6 +56,7 @@ class OODDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
         self.check_images = check_images
         self.images: dict[str, LabeledImages] = {}
 
@@ -112,7 +118,7 @@ class OODDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
         )
 
     def train_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
@@ -124,7 +130,7 @@ class OODDataModule(L.LightningDataModule):
             drop_last=len(dataset) > batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.persistent_workers,
         )
 
     def eval_loaders(

@@ -63,7 +63,11 @@ def extract_during_fit(
                         loader.dataset, world, trainer.global_rank, shuffle=False
                     )
                     loader = DataLoader(
-                        loader.dataset, loader.batch_size, sampler=sampler, num_workers=0
+                        loader.dataset,
+                        loader.batch_size,
+                        sampler=sampler,
+                        num_workers=loader.num_workers,
+                        pin_memory=loader.pin_memory,
                     )
                 chunks = [
                     (model(images.to(device)).float(), indices.to(device))

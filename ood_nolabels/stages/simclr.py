@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from ood_nolabels.data.augment import TwoViews
+from ood_nolabels.data.augment import BatchAugment, TwoViews
 from ood_nolabels.data.images import IndexedDataset, LabeledImages
 from ood_nolabels.losses import nt_xent
 from ood_nolabels.models.backbones import Backbone
@@ -29,6 +29,9 @@ class SimCLRModule(StageModule):
 
     Batches are ``((view1, view2), indices)``. Under DDP the projections of all ranks are gathered
     (with gradients) so every rank sees the negatives of the whole global batch.
+
+    With a ``batch_augment`` (a :class:`BatchAugment`, stateless), batches arrive as
+    ``(uint8 images, indices)`` and both views are drawn on the device after the transfer.
     """
 
     stage_name = "simclr"  # names its progress bar
@@ -41,8 +44,10 @@ class SimCLRModule(StageModule):
         hidden_dim: int = 512,
         projection_dim: int = 128,
         temperature: float = 0.1,
+        batch_augment: BatchAugment | None = None,
     ) -> None:
         super().__init__(optimizer, scheduler)
+        self.batch_augment = batch_augment
         self.backbone = backbone
         self.head = nn.Sequential(
             nn.Linear(backbone.feature_dim, hidden_dim),
@@ -53,6 +58,12 @@ class SimCLRModule(StageModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(images)), dim=1)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.batch_augment is None or not self.training:
+            return batch
+        images, indices = batch
+        return self.batch_augment.views(images), indices
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (view1, view2), _ = batch
@@ -70,18 +81,24 @@ def pretrain_simclr(
 ) -> tuple[SimCLRModule, CachedStage]:
     """The cached SimCLR stage on the normal training images: the trained backbone + head.
 
-    ``config`` is the ``clustering.simclr`` node (backbone, augment, module, optimizer, ...).
+    ``config`` is the ``clustering.simclr`` node (backbone, augment, module, optimizer, ...). An
+    ``augment`` that builds a :class:`BatchAugment` (``batch_simclr_augment``) draws the views
+    on the trainer's device; the loader then only decodes and resizes.
     """
     stage = runtime.stage("simclr", runtime.data_key, config)  # seeds what is built next
+    backbone = instantiate(config.backbone)
+    augmentation = augmentation_for(config.augment, backbone)
+    on_device = isinstance(augmentation, BatchAugment)
     module = SimCLRModule(
-        instantiate(config.backbone),
+        backbone,
         optimizer=instantiate(config.optimizer),
         scheduler=instantiate(config.scheduler),
+        batch_augment=augmentation if on_device else None,
         **config.module,
     )
 
     def train(work_dir: Path) -> None:
-        views = TwoViews(augmentation_for(config.augment, module.backbone))
+        views = augmentation.loader_transform() if on_device else TwoViews(augmentation)
         dataset = IndexedDataset(images, views)
         loader = runtime.datamodule.train_loader(dataset, config.batch_size)
         runtime.fit(module, loader, config.epochs, work_dir)
