@@ -3,7 +3,8 @@
 Steps (each a function in :data:`STEPS`; a failing step is reported and the others still run):
 the digits demo on ``trainer=gpu`` next to the CPU run, ViT-B/16 finetune and CIFAR ResNet-18
 SimCLR throughput (both augmentation paths) projected to the paper's CIFAR-10 schedule, faiss GPU
-vs CPU exact kNN, and a 1-GPU ``trainer=ddp`` run of the synthetic method.
+vs CPU exact kNN, a 1-GPU ``trainer=ddp`` run of the synthetic method, frozen-feature clustering
+on CLIP features at CIFAR-10 scale, and the kNN scorer's GPU search.
 
 ``--dry-run`` runs the same control flow on the CPU with tiny sizes (CI runs it), so the script
 is known to work before a GPU is at hand; its numbers mean nothing.
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The paper's CIFAR-10 schedule (SCAN's official recipe for stage 1, 5 finetune epochs).
 CIFAR10_TRAIN_IMAGES = 50_000
 SCHEDULE_EPOCHS = {"SimCLR": 500, "SCAN": 50, "self-label": 200, "finetune": 5}
+FIGURES = ("roc", "histograms", "epochs", "retrieval", "embedding", "confusion")
 
 
 @dataclass
@@ -68,6 +70,8 @@ Step = Callable[[Check], str]  # returns the section's Markdown body
 def run_cli(check: Check, name: str, overrides: list[str], timeout: int = 420) -> dict:
     """``python -m ood_nolabels.train`` with ``overrides``; its metrics.json and wall time."""
     run_dir = check.work_dir / name
+    if check.dry_run:  # control flow only: the figures are checked by their own tests
+        overrides = [*overrides, *(f"plots.{name}=false" for name in FIGURES)]
     command = [
         sys.executable,
         "-m",
@@ -316,6 +320,39 @@ def ddp_synthetic(check: Check) -> str:
     return f"`{run['command']}`: exit 0 in {run['seconds']:.0f} s; AUROC {values}."
 
 
+def run_script(check: Check, module: str, arguments: list[str], timeout: int = 420) -> str:
+    """``python -m benchmarks.<module> <arguments>``: its output as the section body."""
+    command = [sys.executable, "-m", f"benchmarks.{module}", *arguments]
+    completed = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    (check.work_dir / f"{module}.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode != 0:
+        tail = (completed.stdout + completed.stderr)[-2000:]
+        raise RuntimeError(f"{' '.join(command[2:])} exited {completed.returncode}:\n{tail}")
+    return f"`{' '.join(command[2:])}`\n\n```\n{completed.stdout.strip()}\n```"
+
+
+def frozen_features(check: Check) -> str:
+    """Stage 1 on frozen CLIP ViT-B/16 features of 50,000 random 224 px images (issue 12)."""
+    if check.dry_run:
+        sizes = ["--backbone", "efficientnet_lite0", "--images", "32", "--image-size", "32"]
+    else:  # random weights: the GPU machine has no internet; the cost is the same
+        sizes = ["--backbone", "clip_vit_b16", "--images", "50000", "--image-size", "224"]
+        sizes.append("--random-weights")
+    return run_script(check, "frozen_features", [*sizes, "--device", check.device.type])
+
+
+def knn_scorer_on_gpu(check: Check) -> str:
+    """The kNN scorer's own GPU search path (faiss-gpu index or torch) against its CPU result."""
+    if check.dry_run:
+        from ood_nolabels.scoring.knn import faiss_gpu_available, search_backend
+
+        backend = search_backend(torch.device("cuda"), True, faiss_gpu_available())
+        return f"dry run: no GPU here; features on a GPU would be searched with {backend!r}."
+    return run_script(check, "knn_gpu_check", [])
+
+
 STEPS: dict[str, Step] = {
     "Environment": environment,
     "Digits demo: GPU (bf16) vs CPU": digits_demo,
@@ -323,9 +360,9 @@ STEPS: dict[str, Step] = {
     "CIFAR ResNet-18 SimCLR step, 32 px, both augmentation paths": simclr_throughput,
     "Exact kNN, 50,000 x 10,000 x 768: faiss GPU vs CPU": faiss_knn,
     "1-GPU trainer=ddp run of the synthetic method": ddp_synthetic,
-    # -- Steps added by other issues go here (title -> function(Check) -> Markdown): ------------
-    # frozen-feature clustering timing (benchmarks/frozen_features.py, issue 12);
-    # the faiss-GPU kNN detector path (scoring/knn.py, issue 10).
+    "Frozen-feature clustering, CLIP ViT-B/16, 50,000 images at 224 px": frozen_features,
+    "kNN scorer with features on the GPU (the detector's search)": knn_scorer_on_gpu,
+    # -- more steps: title -> function(Check) -> Markdown ------------------------------------
 }
 
 
