@@ -45,6 +45,7 @@ def main() -> None:
         evaluation.measure(repeats=args.repeats),
     ]
     rates = augmentation.images_per_second("cpu")
+    threads = os.environ.get("OMP_NUM_THREADS", "unset")
     fit = evaluation.mahalanobis_fit_seconds()
     table = markdown_table(
         ["stage", "framework", "bare PyTorch", "ratio", "workload"], stage_rows(timings)
@@ -54,7 +55,7 @@ def main() -> None:
             "# Benchmark results",
             "",
             f"Written by `python -m benchmarks.run_all --repeats {args.repeats}` (`make bench`) "
-            f"on {datetime.date.today()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}.",
+            f"on {datetime.date.today()}, OMP_NUM_THREADS={threads}.",
             f"Machine: {machine()}.",
             *([f"Note: {args.note}"] if args.note else []),
             "",
