@@ -393,11 +393,27 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--report", type=Path, default=REPO / "benchmarks" / "GPU_CHECK.md")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/ood_nolabels_gpu_check"))
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        metavar="WORD",
+        help="run only the steps whose title contains one of these words (e.g. --steps kNN DDP); "
+        "the Environment step always runs",
+    )
     args = parser.parse_args()
+    steps = {
+        title: step
+        for title, step in STEPS.items()
+        if not args.steps
+        or step is environment  # every report says where it ran
+        or any(word.lower() in title.lower() for word in args.steps)
+    }
+    if not steps:
+        raise SystemExit(f"no step title contains any of {args.steps}; titles: {list(STEPS)}")
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU visible: run with --dry-run to check the script on a CPU")
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    report, failed = run_steps(Check(args.dry_run, args.work_dir), STEPS)
+    report, failed = run_steps(Check(args.dry_run, args.work_dir), steps)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(report)
     print(f"[gpu_check] report: {args.report}")
