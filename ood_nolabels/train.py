@@ -107,6 +107,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
         runtime = build_runtime(cfg, loggers)
         preflight(cfg, runtime)
         chosen = resolve_auto_k(cfg, runtime, output_dir)
+        if chosen:  # the chosen K, not "auto", in the loggers' run config
+            for logger in loggers:
+                logger.log_hyperparams({"K": cfg.K})
         result: RunResult = instantiate(cfg.method)(runtime)
         result.metrics |= chosen
         save_detector(result, cfg, output_dir)
