@@ -8,6 +8,7 @@ machine far better than absolute seconds.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import platform
 import statistics
@@ -169,3 +170,28 @@ def machine() -> str:
         f"GPUs: {', '.join(gpus) if gpus else 'none'}; torch {torch.__version__}, "
         f"lightning {L.__version__}, Python {platform.python_version()}"
     )
+
+
+def compare_training(
+    stage: str,
+    workload: str,
+    framework: Callable[[], torch.nn.Module],
+    bare: Callable[[], torch.nn.Module],
+    repeats: int,
+    epochs: int,
+) -> StageTiming:
+    """Time ``framework`` and ``bare`` training (interleaved, each seeded alike) per epoch and
+    check that both end with the same weights."""
+    timing = StageTiming(stage, "epoch", workload=workload)
+    ours, reference = interleaved(timing, seeded(framework), seeded(bare), repeats, epochs)
+    check_same_parameters(ours, reference)
+    return timing
+
+
+def stage_main(measure: Callable[[int, int], StageTiming], epochs: int, repeats: int) -> None:
+    """The command line of a stage benchmark: ``--epochs``, ``--repeats``; prints the ratio."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    print(measure(args.epochs, args.repeats).line())

@@ -10,7 +10,6 @@ Usage: python -m benchmarks.finetune_epoch [--epochs 2 --repeats 2]
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
@@ -20,12 +19,11 @@ from hydra.utils import instantiate
 from benchmarks.common import (
     StageTiming,
     bare_train,
-    check_same_parameters,
+    compare_training,
     demo_config,
     fresh_directory,
-    interleaved,
     runtime_for,
-    seeded,
+    stage_main,
 )
 from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
@@ -79,23 +77,15 @@ def measure(epochs: int = 2, repeats: int = 2) -> StageTiming:
         bare_train(module, loader, epochs, loss, on_epoch_end)
         return average
 
-    timing = StageTiming(
-        "finetune",
-        "epoch",
-        workload=f"{len(dataset)} digits, EfficientNet-Lite0 at {backbone.image_size} px, batch "
-        f"{config.batch_size}, {epochs} epochs per run",
+    workload = (
+        f"{len(dataset)} digits, EfficientNet-Lite0 at {backbone.image_size} px, batch "
+        f"{config.batch_size}, {epochs} epochs per run"
     )
-    ours, reference = interleaved(timing, seeded(framework), seeded(bare), repeats, epochs)
-    check_same_parameters(ours, reference)
-    return timing
+    return compare_training("finetune", workload, framework, bare, repeats, epochs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    print(measure(args.epochs, args.repeats).line())
+    stage_main(measure, epochs=2, repeats=2)
 
 
 if __name__ == "__main__":

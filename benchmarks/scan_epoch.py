@@ -9,7 +9,6 @@ Usage: python -m benchmarks.scan_epoch [--epochs 3 --repeats 3]
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
@@ -19,12 +18,11 @@ from hydra.utils import instantiate
 from benchmarks.common import (
     StageTiming,
     bare_train,
-    check_same_parameters,
+    compare_training,
     demo_config,
     fresh_directory,
-    interleaved,
     runtime_for,
-    seeded,
+    stage_main,
 )
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import NeighborsDataset
@@ -82,23 +80,15 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
         bare_train(module, loader, epochs, loss)
         return module
 
-    timing = StageTiming(
-        "SCAN",
-        "epoch",
-        workload=f"{len(dataset)} digits, {len(initial.heads)} heads, batch {config.batch_size}, "
-        f"{epochs} epochs per run",
+    workload = (
+        f"{len(dataset)} digits, {len(initial.heads)} heads, batch {config.batch_size}, "
+        f"{epochs} epochs per run"
     )
-    ours, reference = interleaved(timing, seeded(framework), seeded(bare), repeats, epochs)
-    check_same_parameters(ours, reference)
-    return timing
+    return compare_training("SCAN", workload, framework, bare, repeats, epochs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    print(measure(args.epochs, args.repeats).line())
+    stage_main(measure, epochs=3, repeats=3)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Usage: python -m benchmarks.simclr_epoch [--epochs 3 --repeats 3]
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 from hydra.utils import instantiate
@@ -16,12 +15,11 @@ from hydra.utils import instantiate
 from benchmarks.common import (
     StageTiming,
     bare_train,
-    check_same_parameters,
+    compare_training,
     demo_config,
     fresh_directory,
-    interleaved,
     runtime_for,
-    seeded,
+    stage_main,
 )
 from ood_nolabels.data.augment import TwoViews
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
@@ -60,23 +58,15 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
         bare_train(module, loader, epochs, loss)
         return module
 
-    timing = StageTiming(
-        "SimCLR",
-        "epoch",
-        workload=f"{len(dataset)} digits, {config.backbone.image_size} px, batch "
-        f"{config.batch_size}, {epochs} epochs per run",
+    workload = (
+        f"{len(dataset)} digits, {config.backbone.image_size} px, batch "
+        f"{config.batch_size}, {epochs} epochs per run"
     )
-    ours, reference = interleaved(timing, seeded(framework), seeded(bare), repeats, epochs)
-    check_same_parameters(ours, reference)
-    return timing
+    return compare_training("SimCLR", workload, framework, bare, repeats, epochs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    print(measure(args.epochs, args.repeats).line())
+    stage_main(measure, epochs=3, repeats=3)
 
 
 if __name__ == "__main__":
