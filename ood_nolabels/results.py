@@ -129,8 +129,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--project", default="ood-nolabels", help="W&B project")
     args = parser.parse_args(argv)
 
-    runs = find_runs(args.paths)
-    frame = results_frame(long_table(runs), args.metric)
+    try:
+        runs = find_runs(args.paths)
+        frame = results_frame(long_table(runs), args.metric)
+    except (FileNotFoundError, ValueError) as error:  # a message, not a traceback
+        parser.error(str(error))
     text = to_markdown(frame, args.metric)
     output = args.output or (args.paths[0] if len(args.paths) == 1 else Path.cwd())
     output.mkdir(parents=True, exist_ok=True)

@@ -158,9 +158,13 @@ def test_results_rows_are_the_varying_overrides_and_the_scorer(tmp_path):
     assert both.loc[("4", "knn"), ("digits_6_9", "fpr95")] == 20.0
 
 
-def test_results_command_explains_an_empty_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no metrics.json under"):
+def test_results_command_explains_an_empty_or_missing_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path)])
+    assert exit_.value.code == 2 and "no metrics.json under" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "typo")])
+    assert "typo does not exist" in capsys.readouterr().err
 
 
 class RecordingRun:
