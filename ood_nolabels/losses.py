@@ -7,6 +7,8 @@ SCAN code (van Gansbeke et al., ECCV 2020).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -88,6 +90,7 @@ def confidence_cross_entropy(
     strong_logits: torch.Tensor,
     threshold: float,
     class_balance: bool = True,
+    min_cluster_fraction: float = 0.0,
 ) -> torch.Tensor:
     """SCAN self-labelling loss: cross-entropy of strong views vs confident weak-view labels.
 
@@ -96,6 +99,12 @@ def confidence_cross_entropy(
     by ``n_confident / count`` (absent classes weight 1), as the official ``ConfidenceBasedCE``,
     so the dominant cluster cannot swallow the others. The weak view only provides targets and
     gets no gradient.
+
+    ``min_cluster_fraction`` (official: 0) also counts, in each cluster predicted in the batch,
+    its ``ceil(fraction * size)`` most confident samples, as SPICE's per-cluster reliable-sample
+    selection (Niu et al., 2022). A cluster that SCAN left below ``threshold`` everywhere (e.g.
+    two similar digits sharing probability) then trains on its own best samples instead of
+    losing them, one batch at a time, to the confident clusters.
 
     Raises :class:`NoConfidentSamplesError` when no sample is confident (instead of a NaN loss).
     """
@@ -106,6 +115,8 @@ def confidence_cross_entropy(
         )
     confidence, targets = weak_logits.detach().softmax(dim=1).max(dim=1)
     mask = confidence > threshold
+    if min_cluster_fraction > 0:
+        mask |= most_confident_per_cluster(confidence, targets, min_cluster_fraction)
     if not mask.any():
         raise NoConfidentSamplesError(
             f"no sample is confident enough for self-labelling: threshold {threshold}, batch size "
@@ -119,3 +130,17 @@ def confidence_cross_entropy(
         weight = torch.ones(weak_logits.shape[1], dtype=strong_logits.dtype, device=targets.device)
         weight[classes] = len(targets) / counts.to(weight.dtype)
     return F.cross_entropy(strong_logits[mask], targets, weight=weight, reduction="mean")
+
+
+def most_confident_per_cluster(
+    confidence: torch.Tensor, clusters: torch.Tensor, fraction: float
+) -> torch.Tensor:
+    """Mask of the ``ceil(fraction * n_c)`` most confident samples of each cluster ``c``."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"min_cluster_fraction must be in [0, 1], got {fraction}")
+    keep = torch.zeros_like(confidence, dtype=torch.bool)
+    for cluster in clusters.unique():
+        members = (clusters == cluster).nonzero().squeeze(1)
+        count = math.ceil(fraction * len(members))
+        keep[members[confidence[members].topk(count).indices]] = True
+    return keep

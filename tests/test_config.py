@@ -143,6 +143,7 @@ def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
     assert scan.augment.num_ops == 4 and scan.augment.cutout_fraction == 0.5
     assert (selflabel.epochs, selflabel.batch_size) == (200, 1000)
     assert selflabel.module.threshold == 0.99 and selflabel.module.class_balance
+    assert selflabel.module.get("min_cluster_fraction", 0.0) == 0.0  # the threshold alone
     assert (selflabel.optimizer.lr, selflabel.optimizer.weight_decay) == (1e-4, 1e-4)
 
 

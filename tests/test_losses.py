@@ -87,11 +87,20 @@ def confident_batch() -> tuple[np.ndarray, np.ndarray]:
 
 
 def manual_confidence_ce(
-    weak: np.ndarray, strong: np.ndarray, threshold: float, class_balance: bool
+    weak: np.ndarray,
+    strong: np.ndarray,
+    threshold: float,
+    class_balance: bool,
+    min_cluster_fraction: float = 0.0,
 ) -> float:
     probs = np_softmax(weak)
-    mask = probs.max(axis=1) > threshold
-    targets = probs.argmax(axis=1)[mask]
+    confidence, clusters = probs.max(axis=1), probs.argmax(axis=1)
+    mask = confidence > threshold
+    for i in range(len(weak)):  # rank of sample i among its cluster's members, most confident 0
+        members = confidence[clusters == clusters[i]]
+        rank = np.sum(members > confidence[i])
+        mask[i] |= rank < np.ceil(min_cluster_fraction * len(members))
+    targets = clusters[mask]
     ce = -np.log(np_softmax(strong[mask])[np.arange(len(targets)), targets])
     if not class_balance:
         return float(ce.mean())
@@ -105,6 +114,33 @@ def test_confidence_cross_entropy_matches_manual(class_balance: bool) -> None:
     got = confidence_cross_entropy(torch.tensor(weak), torch.tensor(strong), 0.9, class_balance)
     expected = manual_confidence_ce(weak, strong, 0.9, class_balance)
     assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 1.0])
+@pytest.mark.parametrize("class_balance", [False, True])
+def test_min_cluster_fraction_matches_manual(fraction: float, class_balance: bool) -> None:
+    weak, strong = confident_batch()
+    got = confidence_cross_entropy(
+        torch.tensor(weak), torch.tensor(strong), 0.9, class_balance, fraction
+    )
+    expected = manual_confidence_ce(weak, strong, 0.9, class_balance, fraction)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    plain = manual_confidence_ce(weak, strong, 0.9, class_balance)
+    assert expected != pytest.approx(plain)  # the extra samples change the loss
+
+
+def test_min_cluster_fraction_trains_a_cluster_below_the_threshold() -> None:
+    """Cluster 1 never reaches 0.9: its more confident half still gets a target, the rest not."""
+    weak = torch.tensor([[5.0, 0.0], [4.0, 0.0], [0.0, 0.8], [0.0, 0.6], [0.0, 0.4], [0.0, 0.2]])
+    strong = torch.randn(6, 2, requires_grad=True)
+    confidence_cross_entropy(weak, strong, 0.9, min_cluster_fraction=0.5).backward()
+    trained = strong.grad.abs().sum(dim=1) > 0
+    assert trained.tolist() == [True, True, True, True, False, False]
+
+
+def test_min_cluster_fraction_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_cluster_fraction must be in"):
+        confidence_cross_entropy(torch.zeros(4, 2), torch.zeros(4, 2), 0.9, True, 1.5)
 
 
 def test_class_balance_changes_an_imbalanced_loss() -> None:

@@ -1,5 +1,7 @@
 """Stage modules: SCAN head selection, self-label errors, loss guards."""
 
+from functools import partial
+
 import lightning as L
 import pytest
 import torch
@@ -83,6 +85,23 @@ def test_selflabel_without_confident_samples_stops_with_a_clear_error():
     loader = DataLoader(views, batch_size=4)
     with pytest.raises(NoConfidentSamplesError, match="threshold 0.99"):
         fit(module, loader)
+
+
+def test_selflabel_min_cluster_fraction_trains_clusters_below_the_threshold():
+    """The same unconfident model as above trains instead of stopping: each cluster's more
+    confident half gets its own cluster as target."""
+    torch.manual_seed(0)
+    model = ClusterModel(tiny_backbone(), nn.Linear(8, 3))
+    with torch.no_grad():
+        model.head.weight.mul_(0.01)  # near-uniform predictions, all far below 0.99
+    before = model.head.weight.detach().clone()
+    module = SelfLabelModule(
+        model, optimizer=partial(torch.optim.SGD, lr=0.5), min_cluster_fraction=0.5
+    )
+    images = torch.randn(8, 3, 4, 4)
+    views = [((image, image), i) for i, image in enumerate(images)]
+    fit(module, DataLoader(views, batch_size=8))
+    assert not torch.equal(model.head.weight, before)
 
 
 def test_non_finite_loss_is_a_clear_error():

@@ -28,7 +28,9 @@ class SelfLabelModule(StageModule):
     """Fine-tunes the SCAN cluster model on its own confident (> ``threshold``) predictions.
 
     Batches are ``((weak, strong), indices)``. The weak view gives targets without gradient;
-    class balancing stops the largest cluster from absorbing the others. The whole model trains
+    class balancing stops the largest cluster from absorbing the others, and
+    ``min_cluster_fraction`` (official: 0) keeps every cluster's most confident samples in the
+    loss (see :func:`~ood_nolabels.losses.confidence_cross_entropy`). The whole model trains
     (official, also after a heads-only SCAN) unless ``update_backbone=False``: then only the head
     does, the backbone in eval mode.
     """
@@ -43,12 +45,14 @@ class SelfLabelModule(StageModule):
         threshold: float = 0.99,
         class_balance: bool = True,
         update_backbone: bool = True,
+        min_cluster_fraction: float = 0.0,
     ) -> None:
         super().__init__(optimizer, scheduler)
         self.model = model
         self.threshold = threshold
         self.class_balance = class_balance
         self.update_backbone = update_backbone
+        self.min_cluster_fraction = min_cluster_fraction
         model.backbone.requires_grad_(update_backbone)
         model.head.requires_grad_(True)
 
@@ -62,7 +66,11 @@ class SelfLabelModule(StageModule):
             weak_logits = self.model(weak)
         strong_logits = self.model(strong)
         loss = confidence_cross_entropy(
-            weak_logits, strong_logits, self.threshold, self.class_balance
+            weak_logits,
+            strong_logits,
+            self.threshold,
+            self.class_balance,
+            self.min_cluster_fraction,
         )
         loss = self.checked(loss)
         confident = (weak_logits.softmax(1).max(1).values > self.threshold).float().mean()
