@@ -136,11 +136,15 @@ def most_confident_per_cluster(
     confidence: torch.Tensor, clusters: torch.Tensor, fraction: float
 ) -> torch.Tensor:
     """Mask of the ``ceil(fraction * n_c)`` most confident samples of each cluster ``c``."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"min_cluster_fraction must be in [0, 1], got {fraction}")
+    check_min_cluster_fraction(fraction)
     keep = torch.zeros_like(confidence, dtype=torch.bool)
     for cluster in clusters.unique():
         members = (clusters == cluster).nonzero().squeeze(1)
         count = math.ceil(fraction * len(members))
         keep[members[confidence[members].topk(count).indices]] = True
     return keep
+
+
+def check_min_cluster_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"min_cluster_fraction must be in [0, 1], got {fraction}")

@@ -6,6 +6,7 @@ config's parts before the method starts.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Mapping
 
@@ -13,11 +14,21 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ood_nolabels.losses import check_min_cluster_fraction
 from ood_nolabels.stages.base import check_num_clusters, takes_total_steps
+from ood_nolabels.stages.scan import SCANModule
+from ood_nolabels.stages.selflabel import SelfLabelModule
+from ood_nolabels.stages.simclr import SimCLRModule
 
 log = logging.getLogger(__name__)
 
 MIN_IMAGES_PER_CLUSTER = 10
+# The LightningModule that each clustering stage builds with ``**<stage>.module``.
+STAGE_MODULES = {"simclr": SimCLRModule, "scan": SCANModule, "selflabel": SelfLabelModule}
+# Their arguments that the stage code passes itself (from other config keys or its own objects).
+PASSED_BY_THE_STAGE = frozenset(
+    {"backbone", "model", "num_clusters", "neighbors", "optimizer", "scheduler", "batch_augment"}
+)
 
 
 def check_clusters_fit_the_data(num_clusters: int, num_images: int) -> None:
@@ -74,3 +85,22 @@ def check_stage_recipes(stages: Mapping[str, DictConfig]) -> None:
                 f"({type(error).__name__}: {error}). Check the keys under {name}.optimizer and "
                 f"{name}.scheduler."
             ) from error
+
+
+def check_stage_modules(clustering: DictConfig) -> None:
+    """Every ``clustering.<stage>.module`` key must be an argument of the stage's module, so a
+    misspelt key fails now instead of when the stage starts after the ones before it trained."""
+    for name, module_class in STAGE_MODULES.items():
+        stage = clustering.get(name)
+        if stage is None or stage.get("module") is None:
+            continue
+        accepted = set(inspect.signature(module_class).parameters) - PASSED_BY_THE_STAGE
+        unknown = sorted(set(stage.module) - accepted)
+        if unknown:
+            raise ValueError(
+                f"clustering.{name}.module: unknown key(s) {unknown}; {module_class.__name__} "
+                f"takes {sorted(accepted)}"
+            )
+    selflabel = clustering.get("selflabel")
+    if selflabel is not None and selflabel.get("module") is not None:
+        check_min_cluster_fraction(selflabel.module.get("min_cluster_fraction", 0.0))

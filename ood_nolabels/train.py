@@ -25,7 +25,12 @@ from ood_nolabels.detector import DETECTOR_FILE
 from ood_nolabels.diagnostics import write_diagnostics
 from ood_nolabels.loggers import JobIdentity, finish_loggers, job_identity
 from ood_nolabels.methods import RunResult
-from ood_nolabels.preflight import check_clusters_fit_the_data, check_stage_recipes, check_trainer
+from ood_nolabels.preflight import (
+    check_clusters_fit_the_data,
+    check_stage_modules,
+    check_stage_recipes,
+    check_trainer,
+)
 from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics, write_scores
 from ood_nolabels.runtime import Runtime
 from ood_nolabels.stages.cache import ArtifactStore
@@ -75,6 +80,7 @@ def preflight(cfg: DictConfig, runtime: Runtime) -> None:
     stages = {f"clustering.{name}": cfg.clustering.get(name) for name in ("simclr", "scan")}
     stages |= {"clustering.selflabel": cfg.clustering.get("selflabel"), "finetune": cfg.finetune}
     check_stage_recipes(stages)
+    check_stage_modules(cfg.clustering)
     runtime.datamodule.setup()  # every data set present and readable
     if "num_clusters" in cfg.method and cfg.K != AUTO:
         check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))

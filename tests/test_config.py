@@ -10,6 +10,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from ood_nolabels.data.images import ImageSource
+from ood_nolabels.preflight import check_stage_modules
 from ood_nolabels.scoring.base import Scorer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -45,6 +46,7 @@ def test_every_group_option_composes(compose_cfg, group, option):
     if group == "method":
         assert callable(instantiate(cfg.method))
     if group == "clustering":
+        check_stage_modules(cfg.clustering)
         simclr = cfg.clustering.get("simclr")
         if simclr is None:  # a pretrained pretext (not built here: it may need downloads)
             stats = dict(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -68,6 +70,7 @@ def test_every_experiment_composes(compose_cfg, experiment):
     assert cfg.task_name == experiment
     assert cfg.backbone._target_.startswith("ood_nolabels.models.")
     assert len(cfg.ood) >= 1 and len(cfg.scorer) >= 1
+    check_stage_modules(cfg.clustering)  # every module key is an argument of its stage's module
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])

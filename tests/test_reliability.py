@@ -85,6 +85,31 @@ EARLY = {
 }
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "+clustering.selflabel.module.min_cluster_fractoin=0.5",
+            r"clustering.selflabel.module: unknown key\(s\) \['min_cluster_fractoin'\]; "
+            r"SelfLabelModule takes \[.*'min_cluster_fraction'",
+        ),
+        (
+            "+clustering.selflabel.module.min_cluster_fraction=1.5",
+            r"min_cluster_fraction must be in \[0, 1\], got 1.5",
+        ),
+        (
+            "+clustering.scan.module.entropy_wieght=2",
+            r"clustering.scan.module: unknown key\(s\) \['entropy_wieght'\]; SCANModule",
+        ),
+    ],
+)
+def test_a_bad_stage_module_key_stops_before_training(compose_cfg, tmp_path, override, message):
+    """A stage's module keys reach it only when it starts: checked before the first stage."""
+    with pytest.raises(ValueError, match=message):
+        run(compose_cfg(*SCAN, override))
+    assert trained_nothing(tmp_path)
+
+
 @pytest.mark.slow
 def test_a_truncated_image_among_the_ood_images_stops_before_training(tmp_path):
     image_folder(tmp_path / "data", broken=True)
