@@ -88,7 +88,7 @@ def test_selflabel_without_confident_samples_stops_with_a_clear_error():
 
 
 def test_selflabel_min_cluster_fraction_trains_clusters_below_the_threshold():
-    """The same unconfident model as above trains instead of stopping: each cluster's more
+    """A model confident nowhere trains instead of stopping as above: each cluster's more
     confident half gets its own cluster as target."""
     torch.manual_seed(0)
     model = ClusterModel(tiny_backbone(), nn.Linear(8, 3))
