@@ -3,8 +3,11 @@
 Reads every run directory under the given paths (a directory holding ``metrics.json``; its
 ``.hydra/overrides.yaml`` says what the job was asked). Rows are the values that differ between
 the runs (the swept overrides) and the scorer; columns are the OOD sets; cells are AUROC in %
-(``--metric`` adds others, e.g. ``--metric auroc fpr95``). The table is printed as Markdown and
-written as ``results.md`` and ``results.csv``; with W&B online it is also logged as a W&B Table.
+(``--metric`` adds others, e.g. ``--metric auroc fpr95``). Runs that measured their clustering
+(``cluster/acc``, ``nmi``, ``ari`` of the final pseudo-labels, when the normal data has labels)
+add a second table with the same rows, so a stage-1 sweep (``method=clustering``) gets one too.
+The tables are printed as Markdown and written as ``results.md`` (both), ``results.csv`` and
+``clustering.csv``; with W&B online they are also logged as W&B Tables.
 """
 
 from __future__ import annotations
@@ -50,30 +53,39 @@ def overrides_of(run: Path) -> dict[str, str]:
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
+# The final pseudo-labels' agreement with the true classes (``cluster/<name>`` in metrics.json).
+CLUSTER_METRICS = ("acc", "nmi", "ari")
+
+
+def numeric_metrics(run: Path) -> dict[str, float]:
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
 def long_table(runs: Sequence[Path]) -> pd.DataFrame:
-    """One row per (run, OOD set, scorer, metric) of the final model, with the run's overrides."""
+    """One row per (run, OOD set, scorer, metric) of the final model, with the run's overrides;
+    empty when no run has final OOD metrics."""
     records = []
     for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
-        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         overrides = overrides_of(run)
-        for key, value in ood_metrics_of(numeric).items():
+        for key, value in ood_metrics_of(numeric_metrics(run)).items():
             if key.scope == FINAL:
                 records.append(
                     {"run": str(run), **overrides, "scorer": key.scorer, "ood_set": key.ood_set}
                     | {"metric": key.metric, "value": 100 * value}
                 )
-    if not records:
-        raise ValueError(f"none of the {len(runs)} runs has final OOD metrics (ood/...)")
     return pd.DataFrame.from_records(records)
+
+
+def varying_overrides(table: pd.DataFrame, reserved: set[str]) -> list[str]:
+    """The override columns whose value differs between the runs."""
+    return [c for c in table.columns if c not in reserved and table[c].fillna("").nunique() > 1]
 
 
 def results_frame(table: pd.DataFrame, metrics: Sequence[str] = ("auroc",)) -> pd.DataFrame:
     """Rows: the overrides that differ between runs (the run directory if none do) and the
     scorer; columns: OOD set (and metric when several are asked for); values in %."""
-    reserved = {"run", "scorer", "ood_set", "metric", "value"}
-    overrides = [c for c in table.columns if c not in reserved]
-    varying = [c for c in overrides if table[c].fillna("").nunique() > 1]
+    varying = varying_overrides(table, {"run", "scorer", "ood_set", "metric", "value"})
     index = [*(varying or ["run"]), "scorer"]
     chosen = table[table["metric"].isin(metrics)].fillna({c: "" for c in varying})
     columns = ["ood_set"] if len(metrics) == 1 else ["ood_set", "metric"]
@@ -81,10 +93,36 @@ def results_frame(table: pd.DataFrame, metrics: Sequence[str] = ("auroc",)) -> p
     return frame.round(1)
 
 
-def to_markdown(frame: pd.DataFrame, metrics: Sequence[str]) -> str:
+def clustering_frame(runs: Sequence[Path]) -> pd.DataFrame:
+    """Rows: the overrides that differ between the runs that measured their clustering (the run
+    directory if none do); columns: accuracy, NMI, ARI of the final pseudo-labels in %. Runs with
+    the same row (e.g. scorer jobs sharing one clustering) are listed once."""
+    records = []
+    for run in runs:
+        metrics = numeric_metrics(run)
+        values = {
+            m: 100 * metrics[f"cluster/{m}"] for m in CLUSTER_METRICS if f"cluster/{m}" in metrics
+        }
+        if values:
+            records.append({"run": str(run), **overrides_of(run), **values})
+    if not records:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_records(records)
+    varying = varying_overrides(table, {"run", "scorer", *CLUSTER_METRICS})
+    index = varying or ["run"]
+    columns = [m for m in CLUSTER_METRICS if m in table.columns]
+    frame = table.fillna({c: "" for c in varying}).drop_duplicates([*index, *columns])
+    return frame.set_index(index)[columns].sort_index().round(1)
+
+
+def to_markdown(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
+    """``metrics``: the OOD metrics of a :func:`results_frame`; None for plain column names."""
+
     def label(column) -> str:
         if isinstance(column, tuple):
             return f"{column[0]} {HEADERS.get(column[1], column[1])}"
+        if metrics is None:
+            return str(column)
         return f"{column} {HEADERS.get(metrics[0], metrics[0])}"
 
     header = [*frame.index.names, *(label(c) for c in frame.columns)]
@@ -95,15 +133,36 @@ def to_markdown(frame: pd.DataFrame, metrics: Sequence[str]) -> str:
     return markdown_table(header, rows)
 
 
-def log_to_wandb(frame: pd.DataFrame, runs: Sequence[Path], project: str) -> None:
-    """The table as a W&B Table in a ``results`` run of the sweep's group."""
+def log_to_wandb(frames: dict[str, pd.DataFrame], runs: Sequence[Path], project: str) -> None:
+    """The tables as W&B Tables (named by the keys) in a ``results`` run of the sweep's group."""
     import wandb
 
     group = f"{runs[0].parent.parent.name}/{runs[0].parent.name}"
-    flat = frame.reset_index()
-    flat.columns = [" ".join(map(str, c)).strip() if isinstance(c, tuple) else c for c in flat]
+    tables = {}
+    for name, frame in frames.items():
+        flat = frame.reset_index()
+        flat.columns = [" ".join(map(str, c)).strip() if isinstance(c, tuple) else c for c in flat]
+        tables[name] = wandb.Table(dataframe=flat)
     with wandb.init(project=project, group=group, job_type="results", name="results") as run:
-        run.log({"results": wandb.Table(dataframe=flat)})
+        run.log(tables)
+
+
+def tables_of(runs: Sequence[Path], metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``{"results": OOD table, "clustering": clustering table}``, each only when some run has
+    its metrics; an error when neither has any."""
+    frames = {}
+    table = long_table(runs)
+    if not table.empty:
+        frames["results"] = results_frame(table, metrics)
+    clustering = clustering_frame(runs)
+    if not clustering.empty:
+        frames["clustering"] = clustering
+    if not frames:
+        raise ValueError(
+            f"the {len(runs)} run(s) have no final OOD metrics (ood/...) nor clustering "
+            "metrics (cluster/...): did they finish, and does the normal data have labels?"
+        )
+    return frames
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,19 +190,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         runs = find_runs(args.paths)
-        frame = results_frame(long_table(runs), args.metric)
+        frames = tables_of(runs, args.metric)
     except (FileNotFoundError, ValueError) as error:  # a message, not a traceback
         parser.error(str(error))
-    text = to_markdown(frame, args.metric)
     output = args.output or (args.paths[0] if len(args.paths) == 1 else Path.cwd())
     output.mkdir(parents=True, exist_ok=True)
-    (output / "results.md").write_text(text + "\n")
-    frame.to_csv(output / "results.csv")
-    print(f"{len(runs)} runs; OOD = positive class, values in %\n\n{text}\n")
-    print(f"written: {output / 'results.md'}, {output / 'results.csv'}")
+    sections, written = [], [output / "results.md"]
+    if "results" in frames:
+        text = to_markdown(frames["results"], args.metric)
+        sections.append(f"OOD detection (OOD = positive class, values in %):\n\n{text}")
+    if "clustering" in frames:
+        text = to_markdown(frames["clustering"])
+        sections.append(f"Clustering of the normal training set (values in %):\n\n{text}")
+    for name, frame in frames.items():
+        frame.to_csv(output / f"{name}.csv")
+        written.append(output / f"{name}.csv")
+    (output / "results.md").write_text("\n\n".join(sections) + "\n")
+    print(f"{len(runs)} runs\n\n" + "\n\n".join(sections) + "\n")
+    print(f"written: {', '.join(map(str, written))}")
     online = use_offline_wandb_without_credentials() == "online"
     if args.wandb == "on" or (args.wandb == "auto" and online):
-        log_to_wandb(frame, runs, args.project)
+        log_to_wandb(frames, runs, args.project)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ood_nolabels.loggers import StagedWandbLogger, job_identity, swept_values
-from ood_nolabels.results import find_runs, long_table, main, results_frame
+from ood_nolabels.results import clustering_frame, find_runs, long_table, main, results_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,6 +156,40 @@ def test_results_rows_are_the_varying_overrides_and_the_scorer(tmp_path):
     assert frame.loc[("4", "mahalanobis"), "digits_6_9"] == 81.0
     both = results_frame(long_table(runs), ["auroc", "fpr95"])
     assert both.loc[("4", "knn"), ("digits_6_9", "fpr95")] == 20.0
+
+
+def test_results_tabulate_the_clustering_once_per_setting(tmp_path):
+    """Scorer jobs that share one clustering give one row; runs without labels give none."""
+    for job, (k, scorer, acc) in enumerate(
+        [("4", "knn", 0.66), ("4", "mahalanobis", 0.66), ("6", "knn", 0.996)]
+    ):
+        fake_run(
+            tmp_path / str(job),
+            [f"K={k}", f"scorer={scorer}"],
+            {"ood/d/knn/auroc": 0.9, "cluster/acc": acc, "cluster/nmi": 0.8, "cluster/ari": 0.7},
+        )
+    fake_run(tmp_path / "unlabeled", ["K=8", "scorer=knn"], {"ood/d/knn/auroc": 0.9})
+    frame = clustering_frame(find_runs([tmp_path]))
+    assert frame.index.tolist() == ["4", "6"] and frame.index.name == "K"
+    assert frame.loc["6", "acc"] == 99.6 and frame.loc["4", "ari"] == 70.0
+    assert list(frame.columns) == ["acc", "nmi", "ari"]
+
+
+def test_results_command_on_a_clustering_sweep_writes_the_clustering_table(tmp_path, capsys):
+    for seed, acc in [("0", 0.663), ("1", 0.995)]:
+        fake_run(
+            tmp_path / seed, ["+experiment=clustering_digits", f"seed={seed}"], {"cluster/acc": acc}
+        )
+    main([str(tmp_path), "--wandb", "off"])
+    written = (tmp_path / "results.md").read_text()
+    assert "Clustering of the normal training set" in written and "OOD detection" not in written
+    assert "| seed | acc  |" in written and "| 0    | 66.3 |" in written
+    assert (tmp_path / "clustering.csv").is_file() and not (tmp_path / "results.csv").exists()
+    fake_run(tmp_path / "nothing", ["seed=2"], {"simclr/train_loss": 1.0})
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "nothing")])
+    assert exit_.value.code == 2
+    assert "no final OOD metrics (ood/...) nor clustering metrics" in capsys.readouterr().err
 
 
 def test_results_command_explains_an_empty_or_missing_directory(tmp_path, capsys):
