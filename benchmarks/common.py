@@ -127,6 +127,20 @@ def seeded(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
+def framework_fit(
+    runtime: Runtime, initial: L.LightningModule, loader, epochs: int
+) -> Callable[[], L.LightningModule]:
+    """The framework side of a stage benchmark: a fresh copy of ``initial`` trained by the
+    stage's own ``Runtime.fit``."""
+
+    def run() -> L.LightningModule:
+        module = copy.deepcopy(initial)
+        runtime.fit(module, loader, epochs, fresh_directory())
+        return module
+
+    return run
+
+
 def bare_train(
     module: L.LightningModule,
     loader,

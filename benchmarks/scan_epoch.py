@@ -20,6 +20,7 @@ from benchmarks.common import (
     bare_train,
     compare_training,
     demo_config,
+    framework_fit,
     fresh_directory,
     runtime_for,
     stage_main,
@@ -60,11 +61,6 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
     dataset = NeighborsDataset(images, neighbors, augmentation_for(config.augment, backbone))
     loader = runtime.datamodule.train_loader(dataset, config.batch_size)
 
-    def framework() -> SCANModule:
-        module = copy.deepcopy(initial)
-        runtime.fit(module, loader, epochs, fresh_directory())
-        return module
-
     def bare() -> SCANModule:
         module = copy.deepcopy(initial)
 
@@ -84,7 +80,9 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
         f"{len(dataset)} digits, {len(initial.heads)} heads, batch {config.batch_size}, "
         f"{epochs} epochs per run"
     )
-    return compare_training("SCAN", workload, framework, bare, repeats, epochs)
+    return compare_training(
+        "SCAN", workload, framework_fit(runtime, initial, loader, epochs), bare, repeats, epochs
+    )
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from benchmarks.common import (
     bare_train,
     compare_training,
     demo_config,
+    framework_fit,
     fresh_directory,
     runtime_for,
     stage_main,
@@ -43,11 +44,6 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
     dataset = IndexedDataset(runtime.datamodule.images[NORMAL_TRAIN], views)
     loader = runtime.datamodule.train_loader(dataset, config.batch_size)
 
-    def framework() -> SimCLRModule:
-        module = copy.deepcopy(initial)
-        runtime.fit(module, loader, epochs, fresh_directory())
-        return module
-
     def bare() -> SimCLRModule:
         module = copy.deepcopy(initial)
 
@@ -62,7 +58,9 @@ def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
         f"{len(dataset)} digits, {config.backbone.image_size} px, batch "
         f"{config.batch_size}, {epochs} epochs per run"
     )
-    return compare_training("SimCLR", workload, framework, bare, repeats, epochs)
+    return compare_training(
+        "SimCLR", workload, framework_fit(runtime, initial, loader, epochs), bare, repeats, epochs
+    )
 
 
 def main() -> None:

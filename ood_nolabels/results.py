@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -57,21 +58,34 @@ def overrides_of(run: Path) -> dict[str, str]:
 CLUSTER_METRICS = ("acc", "nmi", "ari")
 
 
-def numeric_metrics(run: Path) -> dict[str, float]:
-    metrics = json.loads((run / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+@dataclass(frozen=True)
+class Run:
+    """One run directory's overrides and numeric metrics, read once for all the tables."""
+
+    path: Path
+    overrides: dict[str, str]
+    metrics: dict[str, float]
 
 
-def long_table(runs: Sequence[Path]) -> pd.DataFrame:
+def load_runs(directories: Sequence[Path]) -> list[Run]:
+    runs = []
+    for directory in directories:
+        metrics = json.loads((directory / "metrics.json").read_text())
+        numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+        runs.append(Run(directory, overrides_of(directory), numeric))
+    return runs
+
+
+def long_table(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per (run, OOD set, scorer, metric) of the final model, with the run's overrides;
     empty when no run has final OOD metrics."""
     records = []
     for run in runs:
-        overrides = overrides_of(run)
-        for key, value in ood_metrics_of(numeric_metrics(run)).items():
+        for key, value in ood_metrics_of(run.metrics).items():
             if key.scope == FINAL:
                 records.append(
-                    {"run": str(run), **overrides, "scorer": key.scorer, "ood_set": key.ood_set}
+                    {"run": str(run.path), **run.overrides}
+                    | {"scorer": key.scorer, "ood_set": key.ood_set}
                     | {"metric": key.metric, "value": 100 * value}
                 )
     return pd.DataFrame.from_records(records)
@@ -93,18 +107,19 @@ def results_frame(table: pd.DataFrame, metrics: Sequence[str] = ("auroc",)) -> p
     return frame.round(1)
 
 
-def clustering_frame(runs: Sequence[Path]) -> pd.DataFrame:
+def clustering_frame(runs: Sequence[Run]) -> pd.DataFrame:
     """Rows: the overrides that differ between the runs that measured their clustering (the run
     directory if none do); columns: accuracy, NMI, ARI of the final pseudo-labels in %. Runs with
     the same row (e.g. scorer jobs sharing one clustering) are listed once."""
     records = []
     for run in runs:
-        metrics = numeric_metrics(run)
         values = {
-            m: 100 * metrics[f"cluster/{m}"] for m in CLUSTER_METRICS if f"cluster/{m}" in metrics
+            m: 100 * run.metrics[f"cluster/{m}"]
+            for m in CLUSTER_METRICS
+            if f"cluster/{m}" in run.metrics
         }
         if values:
-            records.append({"run": str(run), **overrides_of(run), **values})
+            records.append({"run": str(run.path), **run.overrides, **values})
     if not records:
         return pd.DataFrame()
     table = pd.DataFrame.from_records(records)
@@ -133,11 +148,12 @@ def to_markdown(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> st
     return markdown_table(header, rows)
 
 
-def log_to_wandb(frames: dict[str, pd.DataFrame], runs: Sequence[Path], project: str) -> None:
+def log_to_wandb(frames: dict[str, pd.DataFrame], runs: Sequence[Run], project: str) -> None:
     """The tables as W&B Tables (named by the keys) in a ``results`` run of the sweep's group."""
     import wandb
 
-    group = f"{runs[0].parent.parent.name}/{runs[0].parent.name}"
+    sweep = runs[0].path.parent
+    group = f"{sweep.parent.name}/{sweep.name}"
     tables = {}
     for name, frame in frames.items():
         flat = frame.reset_index()
@@ -147,7 +163,7 @@ def log_to_wandb(frames: dict[str, pd.DataFrame], runs: Sequence[Path], project:
         run.log(tables)
 
 
-def tables_of(runs: Sequence[Path], metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
+def tables_of(runs: Sequence[Run], metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
     """``{"results": OOD table, "clustering": clustering table}``, each only when some run has
     its metrics; an error when neither has any."""
     frames = {}
@@ -189,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     try:
-        runs = find_runs(args.paths)
+        runs = load_runs(find_runs(args.paths))
         frames = tables_of(runs, args.metric)
     except (FileNotFoundError, ValueError) as error:  # a message, not a traceback
         parser.error(str(error))

@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from ood_nolabels.loggers import StagedWandbLogger, job_identity, swept_values
-from ood_nolabels.results import clustering_frame, find_runs, long_table, main, results_frame
+from ood_nolabels.results import (
+    clustering_frame,
+    find_runs,
+    load_runs,
+    long_table,
+    main,
+    results_frame,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,7 +156,7 @@ def test_results_rows_are_the_varying_overrides_and_the_scorer(tmp_path):
                 "detector": "detector.pt",  # non-numeric entries are ignored
             },
         )
-    runs = find_runs([tmp_path])
+    runs = load_runs(find_runs([tmp_path]))
     frame = results_frame(long_table(runs))
     assert frame.index.names == ["K", "scorer"]  # experiment and scorer=all do not vary
     assert frame.loc[("6", "knn"), "digits_6_9"] == 95.5
@@ -169,7 +176,7 @@ def test_results_tabulate_the_clustering_once_per_setting(tmp_path):
             {"ood/d/knn/auroc": 0.9, "cluster/acc": acc, "cluster/nmi": 0.8, "cluster/ari": 0.7},
         )
     fake_run(tmp_path / "unlabeled", ["K=8", "scorer=knn"], {"ood/d/knn/auroc": 0.9})
-    frame = clustering_frame(find_runs([tmp_path]))
+    frame = clustering_frame(load_runs(find_runs([tmp_path])))
     assert frame.index.tolist() == ["4", "6"] and frame.index.name == "K"
     assert frame.loc["6", "acc"] == 99.6 and frame.loc["4", "ari"] == 70.0
     assert list(frame.columns) == ["acc", "nmi", "ari"]
