@@ -25,8 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ood_nolabels.runtime import Runtime
-from ood_nolabels.stages.cache import ArtifactStore
+from ood_nolabels.engine.artifacts import ArtifactStore
+from ood_nolabels.engine.runtime import Runtime
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SEED = 0

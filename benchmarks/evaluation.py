@@ -17,10 +17,10 @@ import torch
 from hydra.utils import instantiate
 
 from benchmarks.common import StageTiming, demo_config, fresh_directory, interleaved, runtime_for
+from ood_nolabels.core.ood_metrics import ood_metrics
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN
-from ood_nolabels.methods.evaluate import build_evaluation, evaluate_model
-from ood_nolabels.scoring.mahalanobis import MahalanobisScorer
-from ood_nolabels.scoring.metrics import ood_metrics
+from ood_nolabels.engine.evaluation import build_evaluation, evaluate_model
+from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 
 
 def mahalanobis_fit_seconds(samples: int = 5000, dim: int = 2048, classes: int = 10) -> float:

@@ -16,8 +16,8 @@ import torch
 
 from ood_nolabels.data.datamodule import OODDataModule
 from ood_nolabels.data.digits import DigitsSource
+from ood_nolabels.engine.extraction import FeatureExtractor
 from ood_nolabels.models.efficientnet_lite0 import EfficientNetLite0Backbone
-from ood_nolabels.scoring.features import FeatureExtractor
 
 
 def bare_loop(backbone, loaders) -> dict[str, torch.Tensor]:

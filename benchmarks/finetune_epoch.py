@@ -25,10 +25,10 @@ from benchmarks.common import (
     runtime_for,
     stage_main,
 )
-from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import IndexedDataset
-from ood_nolabels.stages.finetune import FinetuneModule
+from ood_nolabels.modules.finetune import FinetuneModule
+from ood_nolabels.modules.weight_averaging import EpochSnapshots, EpochWeightAveraging
 
 
 def measure(epochs: int = 2, repeats: int = 2) -> StageTiming:

@@ -18,31 +18,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from ood_nolabels.clustering.mining import mine_neighbors
+from ood_nolabels.config import compose
+from ood_nolabels.core.neighbors import mine_neighbors
 from ood_nolabels.data.augment import PairedViews
 from ood_nolabels.data.images import IndexedDataset, NeighborsDataset
-from ood_nolabels.stages.features import (
-    FEATURE_BATCH_SIZE,
-    FeatureInput,
-    FeatureVectors,
-    identity,
-)
-from ood_nolabels.stages.scan import SCANModule
-from ood_nolabels.stages.selflabel import SelfLabelModule
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def load_config(group: str, name: str):
-    return OmegaConf.load(CONF / group / f"{name}.yaml")
+from ood_nolabels.methods.pipelines.features_stage import FEATURE_BATCH_SIZE, FeatureVectors
+from ood_nolabels.models.precomputed import PrecomputedFeatures, identity
+from ood_nolabels.modules.scan import SCANModule
+from ood_nolabels.modules.selflabel import SelfLabelModule
 
 
 def extract(backbone, images: int, image_size: int, batch_size: int, device: str) -> torch.Tensor:
@@ -93,8 +82,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    recipe = load_config("clustering", "frozen_features")
-    backbone_cfg = load_config("backbone", args.backbone)
+    cfg = compose("method=stage1_only", "stage1=frozen_features", f"backbone={args.backbone}")
+    recipe, backbone_cfg = cfg.stage1, cfg.backbone
     if "image_size" in backbone_cfg:
         backbone_cfg.image_size = args.image_size
     if args.random_weights and "pretrained" in backbone_cfg:  # open_clip: a tag; timm: a flag
@@ -112,7 +101,7 @@ def main() -> None:
 
     vectors = FeatureVectors(features)
     scan = SCANModule(
-        backbone=FeatureInput(features.shape[1]),
+        backbone=PrecomputedFeatures(features.shape[1]),
         num_clusters=args.num_clusters,
         optimizer=instantiate(recipe.scan.optimizer),
         neighbors=neighbors,

@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader
 
 from benchmarks.augmentation import RandomImages
 from benchmarks.common import machine
+from ood_nolabels.core.losses import nt_xent
+from ood_nolabels.core.tables import markdown_table
 from ood_nolabels.data.augment import TwoViews, batch_simclr_augment, simclr_transform
 from ood_nolabels.data.images import IndexedDataset
-from ood_nolabels.losses import nt_xent
 from ood_nolabels.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD, CifarResNet18Backbone
-from ood_nolabels.reporting import markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 # The paper's CIFAR-10 schedule (SCAN's official recipe for stage 1, 5 finetune epochs).
@@ -346,7 +346,7 @@ def frozen_features(check: Check) -> str:
 def knn_scorer_on_gpu(check: Check) -> str:
     """The kNN scorer's own GPU search path (faiss-gpu index or torch) against its CPU result."""
     if check.dry_run:
-        from ood_nolabels.scoring.knn import faiss_gpu_available, search_backend
+        from ood_nolabels.core.search import faiss_gpu_available, search_backend
 
         backend = search_backend(torch.device("cuda"), True, faiss_gpu_available())
         return f"dry run: no GPU here; features on a GPU would be searched with {backend!r}."

@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from ood_nolabels.scoring.knn import KNNScorer, faiss_gpu_available, search_backend
+from ood_nolabels.core.search import faiss_gpu_available, search_backend
+from ood_nolabels.scorers.knn import KNNScorer
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ood_nolabels.scoring.knn import KNNScorer
+from ood_nolabels.scorers.knn import KNNScorer
 
 
 def timed(fn) -> tuple[float, torch.Tensor]:

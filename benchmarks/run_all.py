@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks import augmentation, evaluation, finetune_epoch, scan_epoch, simclr_epoch
 from benchmarks.common import StageTiming, machine
-from ood_nolabels.reporting import markdown_table
+from ood_nolabels.core.tables import markdown_table
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 TARGET = 1.10

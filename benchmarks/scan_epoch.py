@@ -25,11 +25,11 @@ from benchmarks.common import (
     runtime_for,
     stage_main,
 )
+from ood_nolabels.core.losses import scan_loss
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import NeighborsDataset
-from ood_nolabels.losses import scan_loss
-from ood_nolabels.stages.base import augmentation_for
-from ood_nolabels.stages.scan import SCANModule
+from ood_nolabels.methods.pipelines.recipes import augmentation_for
+from ood_nolabels.modules.scan import SCANModule
 
 
 def pixel_neighbors(images, k: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ood_nolabels.data.digits import DigitsSource
-from ood_nolabels.detector import Detector
+from ood_nolabels.inference.detector import Detector
 
 
 def write_digits(directory: Path, count: int) -> list[Path]:

@@ -22,12 +22,12 @@ from benchmarks.common import (
     runtime_for,
     stage_main,
 )
+from ood_nolabels.core.losses import nt_xent
 from ood_nolabels.data.augment import TwoViews
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import IndexedDataset
-from ood_nolabels.losses import nt_xent
-from ood_nolabels.stages.base import augmentation_for
-from ood_nolabels.stages.simclr import SimCLRModule
+from ood_nolabels.methods.pipelines.recipes import augmentation_for
+from ood_nolabels.modules.simclr import SimCLRModule
 
 
 def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:

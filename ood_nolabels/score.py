@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ood_nolabels.detector import Detector, ScoredImages, image_paths
-from ood_nolabels.reporting import markdown_table
+from ood_nolabels.core.tables import markdown_table
+from ood_nolabels.inference.detector import Detector
+from ood_nolabels.inference.inputs import ScoredImages, image_paths
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,14 +1,14 @@
 """Hydra entry point: ``python -m ood_nolabels.train +experiment=<name> [overrides]``.
 
-The only module that reads the composed config: it builds the data, loggers and artifact store
-into a :class:`~ood_nolabels.runtime.Runtime`, instantiates the method (whose inputs are wired in
-its yaml) and runs it, then prints the results table and writes ``metrics.json``, the per-image
-``scores.csv`` and the resolved config into the run directory.
+It only wires: it builds the run's :class:`~ood_nolabels.engine.runtime.Runtime` (data, artifact
+store, trainer settings, loggers), instantiates the method from ``cfg.method`` (a
+:class:`~ood_nolabels.methods.base.Method`) and calls its ``preflight`` and ``run``, then writes
+what the run leaves (``metrics.json``, ``scores.csv``, ``detector.pt``, the figures and the
+resolved config) into the run directory.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,54 +18,28 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from ood_nolabels.clustering.auto_k import AUTO, choose_num_clusters
-from ood_nolabels.console import Timings, quiet_libraries
-from ood_nolabels.data.datamodule import NORMAL_TRAIN
-from ood_nolabels.detector import DETECTOR_FILE
-from ood_nolabels.diagnostics import write_diagnostics
-from ood_nolabels.loggers import JobIdentity, finish_loggers, job_identity
-from ood_nolabels.methods import RunResult
-from ood_nolabels.preflight import (
-    check_clusters_fit_the_data,
-    check_stage_modules,
-    check_stage_recipes,
-    check_trainer,
-)
-from ood_nolabels.reporting import epoch_auroc_table, results_table, write_metrics, write_scores
-from ood_nolabels.runtime import Runtime
-from ood_nolabels.stages.cache import ArtifactStore
-from ood_nolabels.utils.wandb_mode import use_offline_wandb_without_credentials
-
-log = logging.getLogger(__name__)
-
-
-def build_loggers(cfg: DictConfig, job: JobIdentity) -> list[Logger]:
-    """The ``logger`` group's loggers; a W&B logger without a name / group gets the job's."""
-    settings = cfg.get("logger") or {}
-    if "wandb" in settings:
-        log.info("W&B mode: %s", use_offline_wandb_without_credentials())
-    loggers = []
-    for name, logger_cfg in settings.items():
-        if name == "wandb":  # the configured tags plus the choices'; name and group if unset
-            tags = list(dict.fromkeys([*(logger_cfg.get("tags") or []), *job.tags]))
-            logger_cfg = {**logger_cfg, "tags": tags}
-            logger_cfg["name"] = logger_cfg.get("name") or job.name
-            logger_cfg["group"] = logger_cfg.get("group") or job.group
-        loggers.append(instantiate(logger_cfg))
-    # the whole config, so ablations can be compared by any value, and what the job was asked
-    hyperparameters = OmegaConf.to_container(cfg, resolve=True)
-    hyperparameters["job"] = {"overrides": job.overrides, "choices": job.choices}
-    for logger in loggers:
-        logger.log_hyperparams(hyperparameters)
-    return loggers
+from ood_nolabels.core.timings import Timings
+from ood_nolabels.engine.artifacts import ArtifactStore
+from ood_nolabels.engine.console import quiet_libraries
+from ood_nolabels.engine.runtime import Runtime, training_key
+from ood_nolabels.methods.base import Method, RunResult
+from ood_nolabels.report.config_tree import print_config_tree
+from ood_nolabels.report.loggers import build_loggers, finish_loggers, job_identity
+from ood_nolabels.report.summary import report, save_detector
 
 
 def build_runtime(cfg: DictConfig, loggers: Sequence[Logger] = ()) -> Runtime:
     """The run's shared resources; ``loggers`` from :func:`build_loggers` (none by default)."""
     timings = Timings()
+    store = ArtifactStore(
+        Path(cfg.paths.artifact_dir),
+        cfg.seed,
+        on_ready=timings.add,
+        training=training_key(cfg.trainer),
+    )
     return Runtime(
         datamodule=instantiate(cfg.data),
-        artifacts=ArtifactStore(Path(cfg.paths.artifact_dir), cfg.seed, on_ready=timings.add),
+        artifacts=store,
         trainer=cfg.trainer,
         callbacks=cfg.get("callbacks") or {},
         loggers=list(loggers),
@@ -74,28 +48,16 @@ def build_runtime(cfg: DictConfig, loggers: Sequence[Logger] = ()) -> Runtime:
     )
 
 
-def preflight(cfg: DictConfig, runtime: Runtime) -> None:
-    """Everything checkable before the first stage trains (see :mod:`ood_nolabels.preflight`)."""
-    check_trainer(cfg.trainer)
-    stages = {f"clustering.{name}": cfg.clustering.get(name) for name in ("simclr", "scan")}
-    stages |= {"clustering.selflabel": cfg.clustering.get("selflabel"), "finetune": cfg.finetune}
-    check_stage_recipes(stages)
-    check_stage_modules(cfg.clustering)
-    runtime.datamodule.setup()  # every data set present and readable
-    if "num_clusters" in cfg.method and cfg.K != AUTO:
-        check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))
-
-
-def resolve_auto_k(cfg: DictConfig, runtime: Runtime, output_dir: Path) -> dict[str, float]:
-    """``K=auto``: choose K on stage 1's mined neighbours (:mod:`ood_nolabels.clustering.auto_k`)
-    and set it, so every ``${K}`` downstream sees the chosen number as if it had been given.
-    Returns ``{"auto_k/K": K}`` for ``metrics.json`` (nothing when K was given)."""
-    if cfg.K != AUTO or "num_clusters" not in cfg.method:
-        return {}
-    cfg.K = choose_num_clusters(runtime, cfg.clustering, output_dir, **cfg.auto_k)
-    check_clusters_fit_the_data(cfg.K, len(runtime.datamodule.images[NORMAL_TRAIN]))
-    save_resolved_config(cfg, output_dir)
-    return {"auto_k/K": float(cfg.K)}
+def record_num_clusters(
+    cfg: DictConfig, result: RunResult, loggers: Sequence[Logger], output_dir: Path
+) -> None:
+    """``K=auto``: the K the method chose replaces ``auto`` in the saved config and the
+    loggers' run config, as if it had been given."""
+    if cfg.get("K") != result.num_clusters and result.num_clusters is not None:
+        cfg.K = result.num_clusters
+        save_resolved_config(cfg, output_dir)
+        for logger in loggers:
+            logger.log_hyperparams({"K": cfg.K})
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -105,21 +67,21 @@ def run(cfg: DictConfig) -> dict[str, float]:
     job's W&B run is finished either way, so the next job of a sweep gets a run of its own.
     """
     quiet_libraries(cfg.get("verbose", False))
+    if cfg.get("print_config", False):
+        print_config_tree(cfg)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
     loggers = build_loggers(cfg, job_identity(cfg.task_name, cfg.get("tags") or ()))
     failed = True
     try:
         runtime = build_runtime(cfg, loggers)
-        preflight(cfg, runtime)
-        chosen = resolve_auto_k(cfg, runtime, output_dir)
-        if chosen:  # the chosen K, not "auto", in the loggers' run config
-            for logger in loggers:
-                logger.log_hyperparams({"K": cfg.K})
-        result: RunResult = instantiate(cfg.method)(runtime)
-        result.metrics |= chosen
-        save_detector(result, cfg, output_dir)
-        report(result, runtime, cfg, output_dir)
+        method: Method = instantiate(cfg.method)
+        runtime.preflight()
+        method.preflight(runtime)
+        result = method.run(runtime)
+        record_num_clusters(cfg, result, loggers, output_dir)
+        save_detector(result, OmegaConf.to_container(cfg, resolve=True), output_dir)
+        report(result, runtime, cfg.get("plots") or {}, output_dir, cfg.seed)
         failures = result.evaluation.failures if result.evaluation else {}
         if failures:
             raise RuntimeError(
@@ -136,52 +98,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
 def save_resolved_config(cfg: DictConfig, output_dir: Path) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
-
-
-@rank_zero_only
-def save_detector(result: RunResult, cfg: DictConfig, output_dir: Path) -> None:
-    """``detector.pt``: the run's backbone, fitted scorers, thresholds, config and metrics."""
-    if result.detector is not None:
-        result.detector.config = OmegaConf.to_container(cfg, resolve=True)
-        result.detector.metrics = dict(result.metrics)
-        path = result.detector.save(output_dir / DETECTOR_FILE)
-        source = ", ".join(result.detector.artifacts) or "the pretrained weights"
-        log.info(
-            "detector from %s written to %s (score images: ood-score %s <images>)",
-            source,
-            path,
-            path,
-        )
-
-
-@rank_zero_only
-def report(result: RunResult, runtime: Runtime, cfg: DictConfig, output_dir: Path) -> None:
-    """``metrics.json``, ``scores.csv``, the figures, and the tables on the console."""
-    metrics = result.metrics
-    path = write_metrics(
-        metrics | ({"detector": DETECTOR_FILE} if result.detector else {}), output_dir
-    )
-    if result.evaluation is not None:
-        write_scores(result.evaluation, runtime.datamodule.images, output_dir)
-    with runtime.timings.measure("figures", "drawn"):
-        write_diagnostics(
-            result,
-            runtime.datamodule,
-            cfg.get("plots") or {},
-            output_dir / "plots",
-            runtime.loggers,
-            seed=cfg.seed,
-        )
-    clustering = {k: v for k, v in metrics.items() if k.startswith("cluster/")}
-    if clustering:
-        print("\nClustering of the normal training set (labels used for evaluation only):")
-        print("\n".join(f"  {name}: {value:.4f}" for name, value in sorted(clustering.items())))
-    print(f"\nOOD detection (%, OOD = positive class):\n{results_table(metrics)}\n")
-    epochs = epoch_auroc_table(metrics)
-    if epochs:
-        print(f"AUROC of each epoch's model vs the weight-averaged model:\n{epochs}\n")
-    print(f"Time (s):\n{runtime.timings.table()}\n")
-    log.info("results in %s (metrics.json, scores.csv, plots/)", path.parent)
 
 
 def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:

@@ -24,7 +24,7 @@ from ood_nolabels.data.augment import (
     weak_transform,
 )
 from ood_nolabels.models.cifar_resnet import CIFAR10_MEAN, CIFAR10_STD
-from ood_nolabels.stages.simclr import SimCLRModule
+from ood_nolabels.modules.simclr import SimCLRModule
 
 SIZE = 32
 FACTORIES = [simclr_transform, weak_transform, strong_transform]

@@ -8,13 +8,14 @@ from sklearn.datasets import load_sample_images
 from timm.data import ImageNetInfo
 
 from ood_nolabels.models import hub
-from ood_nolabels.models.backbones import OpenClipBackbone, TimmBackbone
 from ood_nolabels.models.efficientnet_lite0 import (
     EfficientNetLite0Backbone,
     efficientnet_lite0_classifier,
     timm_key,
     timm_state_dict,
 )
+from ood_nolabels.models.open_clip_backbone import OpenClipBackbone
+from ood_nolabels.models.timm_backbone import TimmBackbone
 
 
 def test_lite0_mapping_covers_every_timm_key_with_matching_shapes():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ood_nolabels.stages.cache import ArtifactStore, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import ArtifactStore, load_artifact, save_artifact
 from ood_nolabels.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ WORKER = """
 import sys, time
 from pathlib import Path
 import torch
-from ood_nolabels.stages.cache import ArtifactStore, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import ArtifactStore, load_artifact, save_artifact
 
 root, name = Path(sys.argv[1]), sys.argv[2]
 def train(work_dir):
@@ -128,7 +128,7 @@ def test_two_processes_needing_one_stage_train_it_once(tmp_path):
 
 
 def test_a_truncated_stage_file_in_a_real_run_is_retrained(compose_cfg, caplog):
-    cfg = compose_cfg(*FAST, "method=clustering", "clustering.stop_after=simclr")
+    cfg = compose_cfg(*FAST, "method=stage1_only", "stage1.stop_after=pretext")
     first = run(cfg)
     (simclr_dir,) = Path(cfg.paths.artifact_dir).glob("simclr-*[0-9a-f]")
     weights = simclr_dir / "simclr.pt"

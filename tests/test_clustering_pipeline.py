@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 
-from ood_nolabels.runtime import Runtime
+from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.train import run
 
 FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
@@ -24,7 +24,7 @@ def stage_dirs(artifacts: Path) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("ema_decay", ["null", "0.9"])
 def test_scan_features_run_writes_every_stage_and_scores(compose_cfg, ema_decay):
-    cfg = compose_cfg(*FAST, f"clustering.selflabel.ema_decay={ema_decay}")
+    cfg = compose_cfg(*FAST, f"stage1.selflabel.ema_decay={ema_decay}")
     metrics = run(cfg)
     artifacts = Path(cfg.paths.artifact_dir)
     assert set(stage_dirs(artifacts)) == {"simclr", "mining", "scan", "selflabel"}
@@ -61,7 +61,7 @@ def test_unchanged_upstream_is_reused_and_changed_stage_retrains(compose_cfg, mo
     assert "cluster/selflabel/acc" in metrics  # cached stage metrics are still reported
     assert stage_dirs(Path(cfg.paths.artifact_dir)) == before
 
-    run(compose_cfg(*FAST, "clustering.scan.epochs=1"))
+    run(compose_cfg(*FAST, "stage1.scan.epochs=1"))
     after = stage_dirs(Path(cfg.paths.artifact_dir))
     assert after["simclr"] == before["simclr"] and after["mining"] == before["mining"]
     assert len(after["scan"]) == 2 and len(after["selflabel"]) == 2
@@ -82,7 +82,7 @@ class InterruptAtEpoch(L.Callback):
 
 def test_interrupted_stage_resumes_from_its_last_checkpoint(compose_cfg, monkeypatch, caplog):
     cfg = compose_cfg(
-        *FAST, "method=clustering", "clustering.stop_after=simclr", "clustering.simclr.epochs=3"
+        *FAST, "method=stage1_only", "stage1.stop_after=pretext", "stage1.simclr.epochs=3"
     )
     original = Runtime.make_trainer
     with monkeypatch.context() as patch:
@@ -116,4 +116,4 @@ def test_k_below_two_is_rejected_before_training(compose_cfg):
 
 def test_unknown_stop_stage_is_rejected(compose_cfg):
     with pytest.raises(ValueError, match="stop_after='pretext'"):
-        run(compose_cfg(*FAST, "clustering.stop_after=pretext"))
+        run(compose_cfg(*FAST, "stage1.stop_after=pretext"))

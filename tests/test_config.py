@@ -10,8 +10,10 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 
 from ood_nolabels.data.images import ImageSource
-from ood_nolabels.preflight import check_stage_modules
-from ood_nolabels.scoring.base import Scorer
+from ood_nolabels.methods.base import Method
+from ood_nolabels.methods.pipelines.recipes import check_stage_modules
+from ood_nolabels.methods.pseudo_labels.base import PseudoLabelSource
+from ood_nolabels.scorers.base import Scorer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = [
@@ -20,11 +22,15 @@ GROUPS = [
     "backbone",
     "scorer",
     "method",
-    "clustering",
+    "stage1",
+    "pseudo_labels",
+    "finetune",
     "trainer",
     "logger",
     "callbacks",
 ]
+# What each group needs beside it to compose and build (the method that loads it).
+CONTEXT = {"pseudo_labels": ("method=finetune",), "finetune": ("method=finetune",)}
 
 
 def options(group: str) -> list[str]:
@@ -35,7 +41,7 @@ def options(group: str) -> list[str]:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_group_option_composes(compose_cfg, group, option):
-    cfg = compose_cfg(f"{group}={option}")
+    cfg = compose_cfg(*CONTEXT.get(group, ()), f"{group}={option}")
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     if group == "dataset":
         assert isinstance(instantiate(cfg.dataset), ImageSource)
@@ -44,21 +50,23 @@ def test_every_group_option_composes(compose_cfg, group, option):
     if group == "scorer":
         assert all(isinstance(instantiate(s), Scorer) for s in cfg.scorer.values())
     if group == "method":
-        assert callable(instantiate(cfg.method))
-    if group == "clustering":
-        check_stage_modules(cfg.clustering)
-        simclr = cfg.clustering.get("simclr")
+        assert isinstance(instantiate(cfg.method), Method)
+    if group == "pseudo_labels":
+        assert isinstance(instantiate(cfg.pseudo_labels), PseudoLabelSource)
+    if group == "stage1":
+        check_stage_modules(cfg.stage1)
+        simclr = cfg.stage1.get("simclr")
         if simclr is None:  # a pretrained pretext (not built here: it may need downloads)
             stats = dict(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
-            assert cfg.clustering.pretext._target_.startswith("ood_nolabels.models.")
+            assert cfg.stage1.pretext._target_.startswith("ood_nolabels.models.")
         else:
             backbone = instantiate(simclr.backbone)
             stats = dict(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
         for augment in (
             simclr.augment if simclr else None,
-            cfg.clustering.scan.augment,
-            cfg.clustering.selflabel.weak_augment,
-            cfg.clustering.selflabel.strong_augment,
+            cfg.stage1.scan.augment,
+            cfg.stage1.selflabel.weak_augment,
+            cfg.stage1.selflabel.strong_augment,
         ):
             # None: no augmentation (the backbone's own preprocessing, or cached features)
             assert augment is None or callable(instantiate(augment)(**stats))
@@ -68,9 +76,12 @@ def test_every_group_option_composes(compose_cfg, group, option):
 def test_every_experiment_composes(compose_cfg, experiment):
     cfg = compose_cfg(f"+experiment={experiment}")
     assert cfg.task_name == experiment
-    assert cfg.backbone._target_.startswith("ood_nolabels.models.")
-    assert len(cfg.ood) >= 1 and len(cfg.scorer) >= 1
-    check_stage_modules(cfg.clustering)  # every module key is an argument of its stage's module
+    assert isinstance(instantiate(cfg.method), Method)
+    backbone, scorer, stage1 = cfg.get("backbone"), cfg.get("scorer"), cfg.get("stage1")
+    assert backbone is None or backbone._target_.startswith("ood_nolabels.models.")
+    assert len(cfg.ood) >= 1 and (scorer is None or len(scorer) >= 1)
+    if stage1 is not None:
+        check_stage_modules(stage1)  # every module key is an argument of its stage's module
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu"])
@@ -125,10 +136,10 @@ def test_unknown_option_lists_the_available_ones(compose_cfg):
         compose_cfg("backbone=resnet_9000")
 
 
-def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
-    cfg = compose_cfg("+experiment=clustering_cifar10")
+def test_cifar10_stage1_preset_is_the_official_scan_recipe(compose_cfg):
+    cfg = compose_cfg("+experiment=stage1_cifar10")
     assert cfg.K == 10 and cfg.dataset._target_.endswith("CIFAR10Source")
-    simclr, scan, selflabel = cfg.clustering.simclr, cfg.clustering.scan, cfg.clustering.selflabel
+    simclr, scan, selflabel = cfg.stage1.simclr, cfg.stage1.scan, cfg.stage1.selflabel
     assert simclr.backbone._target_.endswith("CifarResNet18Backbone")
     assert (simclr.epochs, simclr.batch_size, simclr.module.temperature) == (500, 512, 0.1)
     assert (simclr.module.hidden_dim, simclr.module.projection_dim) == (512, 128)
@@ -139,7 +150,7 @@ def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
     assert tuple(simclr.augment.crop_scale) == (0.2, 1.0) and simclr.augment.jitter_p == 0.8
     assert tuple(simclr.augment.jitter) == (0.4, 0.4, 0.4, 0.1)
     assert simclr.augment.grayscale_p == 0.2
-    assert cfg.clustering.mining.num_neighbors == 20
+    assert cfg.stage1.mining.num_neighbors == 20
     assert (scan.epochs, scan.batch_size, scan.module.entropy_weight) == (50, 128, 5.0)
     assert scan.optimizer._target_ == "torch.optim.Adam"
     assert (scan.optimizer.lr, scan.optimizer.weight_decay) == (1e-4, 1e-4)
@@ -162,12 +173,12 @@ def test_cifar10_clustering_preset_is_the_official_scan_recipe(compose_cfg):
 def test_paper_presets_use_the_paper_finetuning(compose_cfg, experiment, backbone):
     cfg = compose_cfg(f"+experiment={experiment}")
     assert cfg.backbone.name == backbone
-    assert cfg.method._target_ == "ood_nolabels.methods.pseudo_label_finetune.pseudo_label_finetune"
-    assert cfg.pseudo_labels._target_ == "ood_nolabels.pseudo_labels.scan.scan_clusters"
+    assert cfg.method._target_ == "ood_nolabels.methods.finetune.PseudoLabelFinetune"
+    assert cfg.pseudo_labels._target_.endswith("stage1_clusters.Stage1Clusters")
     finetune = cfg.finetune
     assert finetune.epochs == 5 and finetune.optimizer._target_ == "torch.optim.Adam"
     assert finetune.optimizer.lr == 1e-5 and finetune.scheduler.eta_min == 1e-6
-    assert finetune.scheduler._target_ == "ood_nolabels.stages.base.cosine_per_step"
+    assert finetune.scheduler._target_ == "ood_nolabels.modules.base.cosine_per_step"
     assert cfg.scorer.knn.k == 1 and "mahalanobis" in cfg.scorer
     assert cfg.trainer.precision == "bf16-mixed"
     expected_ood = (

@@ -15,17 +15,18 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ood_nolabels.config import compose
-from ood_nolabels.detector import (
+from ood_nolabels.core.ood_metrics import ood_metrics
+from ood_nolabels.core.search import search_backend
+from ood_nolabels.engine.evaluation import OODEvaluation
+from ood_nolabels.inference.detector import (
     Detector,
     batches_within,
     image_paths,
     threshold_keeping,
     without_pretrained_weights,
 )
-from ood_nolabels.scoring.evaluation import OODEvaluation
-from ood_nolabels.scoring.knn import KNNScorer, search_backend
-from ood_nolabels.scoring.mahalanobis import MahalanobisScorer
-from ood_nolabels.scoring.metrics import ood_metrics
+from ood_nolabels.scorers.knn import KNNScorer
+from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 from ood_nolabels.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,8 +132,8 @@ def small_detector() -> tuple[Detector, list[Image.Image]]:
     with torch.no_grad():
         features = backbone(torch.stack([backbone.transform()(i) for i in images]))
     scorer_configs = {
-        "knn": {"_target_": "ood_nolabels.scoring.knn.KNNScorer", "k": 2},
-        "mahalanobis": {"_target_": "ood_nolabels.scoring.mahalanobis.MahalanobisScorer"},
+        "knn": {"_target_": "ood_nolabels.scorers.knn.KNNScorer", "k": 2},
+        "mahalanobis": {"_target_": "ood_nolabels.scorers.mahalanobis.MahalanobisScorer"},
     }
     labels = torch.arange(30) % 3
     scorers = {n: instantiate(c).fit(features[:30], labels) for n, c in scorer_configs.items()}

@@ -10,13 +10,14 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
-from ood_nolabels.console import StageProgressBar, Timings, quiet_libraries
+from ood_nolabels.core.ood_metrics import roc_points
+from ood_nolabels.core.timings import Timings
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN
-from ood_nolabels.diagnostics import nearest, write_diagnostics
-from ood_nolabels.methods import RunResult
-from ood_nolabels.reporting import write_scores
-from ood_nolabels.scoring.evaluation import EvaluationResult
-from ood_nolabels.scoring.metrics import roc_points
+from ood_nolabels.engine.console import StageProgressBar, quiet_libraries
+from ood_nolabels.engine.evaluation import EvaluationResult
+from ood_nolabels.methods.base import RunResult
+from ood_nolabels.report.figures import nearest, write_diagnostics
+from ood_nolabels.report.files import write_scores
 from ood_nolabels.train import optimized_value, run
 
 ALL_FIGURES = {

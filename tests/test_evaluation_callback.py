@@ -9,16 +9,16 @@ from lightning.pytorch.loggers import Logger
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
+from ood_nolabels.core.metric_keys import MetricKey
 from ood_nolabels.data.datamodule import NORMAL_TEST, NORMAL_TRAIN, OODDataModule
 from ood_nolabels.data.images import IndexedDataset
 from ood_nolabels.data.synthetic import SyntheticSource
+from ood_nolabels.engine.evaluation import OODEvaluation, epoch_mean
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.scoring.evaluation import OODEvaluation, epoch_mean
-from ood_nolabels.scoring.keys import MetricKey
-from ood_nolabels.scoring.knn import KNNScorer
-from ood_nolabels.scoring.mahalanobis import MahalanobisScorer
-from ood_nolabels.stages.finetune import FinetuneModule
+from ood_nolabels.modules.finetune import FinetuneModule
+from ood_nolabels.modules.weight_averaging import EpochSnapshots, EpochWeightAveraging
+from ood_nolabels.scorers.knn import KNNScorer
+from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 
 
 class RecordingLogger(Logger):

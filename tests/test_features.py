@@ -6,10 +6,11 @@ import pytest
 import torch
 from helpers import conv_backbone, quiet_trainer
 
+from ood_nolabels.core.gather import unique_by_index
 from ood_nolabels.data.datamodule import OODDataModule
 from ood_nolabels.data.synthetic import SyntheticSource
+from ood_nolabels.engine.extraction import FeatureExtractor
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.scoring.features import FeatureExtractor, unique_by_index
 
 
 class SavingExtractor(FeatureExtractor):

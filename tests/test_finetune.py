@@ -5,9 +5,9 @@ import torch
 from helpers import conv_backbone, quiet_trainer
 from torch.utils.data import DataLoader
 
-from ood_nolabels.callbacks.weight_averaging import EpochSnapshots, EpochWeightAveraging
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.finetune import FinetuneModule
+from ood_nolabels.modules.finetune import FinetuneModule
+from ood_nolabels.modules.weight_averaging import EpochSnapshots, EpochWeightAveraging
 
 
 def bn_backbone() -> Backbone:

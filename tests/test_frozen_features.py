@@ -1,7 +1,7 @@
 """Stage 1 on pretrained backbones: cached features, heads-only SCAN / self-label, K=auto, MoCo.
 
-``clustering=frozen_features`` extracts the features once and trains heads on them;
-``clustering=scan_imagenet`` is SCAN's official ImageNet-50 recipe (a frozen MoCo v2 ResNet-50,
+``stage1=frozen_features`` extracts the features once and trains heads on them;
+``stage1=scan_imagenet`` is SCAN's official ImageNet-50 recipe (a frozen MoCo v2 ResNet-50,
 heads-only SCAN); ``K=auto`` chooses K by the eigengap of the mined kNN graph.
 """
 
@@ -21,16 +21,16 @@ from PIL import Image
 from scipy.sparse.csgraph import laplacian
 from torchvision.models import resnet50
 
-from ood_nolabels.clustering import auto_k
-from ood_nolabels.clustering.auto_k import eigengap_k, knn_graph
-from ood_nolabels.clustering.mining import mine_neighbors
-from ood_nolabels.clustering.pipeline import cluster_normal_images
+from ood_nolabels.core import eigengap as auto_k
+from ood_nolabels.core.eigengap import eigengap_k, knn_graph
+from ood_nolabels.core.neighbors import mine_neighbors
 from ood_nolabels.data.augment import Cutout, scan_strong_transform
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.engine.artifacts import CachedStage, load_artifact
+from ood_nolabels.engine.runtime import Runtime
+from ood_nolabels.methods.pipelines.scan_stage import train_scan
+from ood_nolabels.methods.pipelines.stage1 import cluster_normal_images
 from ood_nolabels.models import moco
-from ood_nolabels.runtime import Runtime
-from ood_nolabels.stages.cache import CachedStage, load_artifact
-from ood_nolabels.stages.scan import train_scan
 from ood_nolabels.train import build_runtime, run
 
 FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
@@ -40,15 +40,15 @@ PRETEXT = {"_target_": "helpers.conv_backbone", "image_size": 16, "batchnorm": T
 
 
 def frozen_features_cfg(compose_cfg, *overrides: str):
-    cfg = compose_cfg(*FAST, "clustering=frozen_features", *overrides)
+    cfg = compose_cfg(*FAST, "stage1=frozen_features", *overrides)
     with open_dict(cfg):
-        cfg.clustering.pretext = OmegaConf.create(PRETEXT)
-        cfg.clustering.mining.num_neighbors = 5
-        cfg.clustering.scan.epochs = 3
-        cfg.clustering.selflabel.epochs = 2
-        cfg.clustering.selflabel.module.threshold = 0.3
-        cfg.clustering.collapse.max_cluster_share = 1.0
-        cfg.clustering.collapse.max_empty_fraction = 1.0
+        cfg.stage1.pretext = OmegaConf.create(PRETEXT)
+        cfg.stage1.mining.num_neighbors = 5
+        cfg.stage1.scan.epochs = 3
+        cfg.stage1.selflabel.epochs = 2
+        cfg.stage1.selflabel.module.threshold = 0.3
+        cfg.stage1.collapse.max_cluster_share = 1.0
+        cfg.stage1.collapse.max_empty_fraction = 1.0
     return cfg
 
 
@@ -64,10 +64,10 @@ class HeadsAtStart(L.Callback):
 def test_heads_only_scan_on_images_leaves_the_backbone_bit_identical(compose_cfg, monkeypatch):
     """scan_imagenet's SCAN (update_backbone=false, SGD lr 5 momentum 0.9): the heads move, every
     backbone tensor (BatchNorm running statistics included) stays bit-identical."""
-    cfg = compose_cfg(*FAST, "clustering.scan.epochs=2")
+    cfg = compose_cfg(*FAST, "stage1.scan.epochs=2")
     with open_dict(cfg):
-        cfg.clustering.scan.module.update_backbone = False
-        cfg.clustering.scan.optimizer = OmegaConf.create(
+        cfg.stage1.scan.module.update_backbone = False
+        cfg.stage1.scan.optimizer = OmegaConf.create(
             {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 5.0, "momentum": 0.9}
         )
     runtime = build_runtime(cfg)
@@ -85,7 +85,7 @@ def test_heads_only_scan_on_images_leaves_the_backbone_bit_identical(compose_cfg
         lambda self, callbacks=(), **kw: original(self, callbacks=[*callbacks, record], **kw),
     )
     model, _, _ = train_scan(
-        runtime, images, backbone, neighbors, cfg.clustering.scan, cfg.K, upstream
+        runtime, images, backbone, neighbors, cfg.stage1.scan, cfg.K, upstream
     )
     after = backbone.state_dict()
     assert before.keys() == after.keys()
@@ -98,9 +98,9 @@ def test_heads_only_scan_on_images_leaves_the_backbone_bit_identical(compose_cfg
 
 
 def test_frozen_features_trains_heads_on_features_extracted_once(compose_cfg, caplog):
-    caplog.set_level(logging.INFO, logger="ood_nolabels.clustering.pipeline")
+    caplog.set_level(logging.INFO, logger="ood_nolabels.methods.pipelines.stage1")
     cfg = frozen_features_cfg(compose_cfg)
-    result = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    result = cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
     stages = {stage.stage: stage for stage in result.stages}
     assert list(stages) == ["features", "mining", "scan", "selflabel"]
     assert all(stage.outcome == "trained" for stage in stages.values())
@@ -122,23 +122,23 @@ def test_frozen_features_trains_heads_on_features_extracted_once(compose_cfg, ca
 
 def test_cached_features_are_reused_by_a_second_run_and_another_k(compose_cfg, monkeypatch):
     cfg = frozen_features_cfg(compose_cfg)
-    cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
 
     def no_extraction(*args, **kwargs):
         raise AssertionError("a second run ran a model over the data")
 
     with monkeypatch.context() as patch:
         patch.setattr(Runtime, "extract", no_extraction)
-        again = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+        again = cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
     assert [s.outcome for s in again.stages] == ["reused"] * 4
-    other_k = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K + 1)
+    other_k = cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K + 1)
     assert [s.outcome for s in other_k.stages] == ["reused", "reused", "trained", "trained"]
 
 
 def test_on_features_needs_a_pretrained_pretext(compose_cfg):
-    cfg = compose_cfg(*FAST, "+clustering.on_features=true")
-    with pytest.raises(ValueError, match="needs a pretrained clustering.pretext"):
-        cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    cfg = compose_cfg(*FAST, "+stage1.on_features=true")
+    with pytest.raises(ValueError, match="needs a pretrained stage1.pretext"):
+        cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
 
 
 # -- K=auto --------------------------------------------------------------------------------------
@@ -199,15 +199,15 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
         "+experiment=ours_synthetic",
         "logger=csv",
         "callbacks=none",
-        "clustering=frozen_features",
+        "stage1=frozen_features",
         "K=auto",
         "auto_k.k_max=6",
-        "clustering.mining.num_neighbors=5",
-        "clustering.collapse.max_cluster_share=1.0",
-        "clustering.collapse.max_empty_fraction=1.0",
-        "clustering.selflabel.module.threshold=0.3",
-        "clustering.scan.epochs=3",
-        "clustering.selflabel.epochs=2",
+        "stage1.mining.num_neighbors=5",
+        "stage1.collapse.max_cluster_share=1.0",
+        "stage1.collapse.max_empty_fraction=1.0",
+        "stage1.selflabel.module.threshold=0.3",
+        "stage1.scan.epochs=3",
+        "stage1.selflabel.epochs=2",
     )
     metrics = run(cfg)
     output = Path(cfg.paths.output_dir)
@@ -227,7 +227,7 @@ def test_scan_imagenet_is_the_official_imagenet_50_recipe(compose_cfg):
     configs/scan/scan_imagenet_50.yml, configs/selflabel/selflabel_imagenet_50.yml and moco.py
     (MoCo v2 800-epoch checkpoint, neighbours mined before the MLP, topk 50, faiss topk + 1)."""
     cfg = compose_cfg("+experiment=imagenet30_clip")
-    clustering = cfg.clustering
+    clustering = cfg.stage1
     assert cfg.K == 10
     assert clustering.pretext._target_ == "ood_nolabels.models.moco.MocoV2ResNet50Backbone"
     assert clustering.pretext.url == moco.MOCO_V2_URL

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ood_nolabels.losses import (
+from ood_nolabels.core.losses import (
     NoConfidentSamplesError,
     confidence_cross_entropy,
     nt_xent,

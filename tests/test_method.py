@@ -65,7 +65,7 @@ def test_k_and_scorer_sweep_trains_each_stage_once(tmp_path):
             "K=3,4",
             # the point is which stages train: one finetune epoch, no per-epoch scoring
             "finetune.epochs=1",
-            "evaluation.every_n_epochs=null",
+            "method.evaluate_every_n_epochs=null",
             "logger=csv",
             "callbacks=none",
             f"paths.artifact_dir={tmp_path}/artifacts",

@@ -4,8 +4,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import binary_auroc
 
-from ood_nolabels.reporting import results_table
-from ood_nolabels.scoring.metrics import ood_metrics, rank_scale
+from ood_nolabels.core.ood_metrics import ood_metrics, rank_scale
+from ood_nolabels.core.tables import results_table
 
 
 def sklearn_reference(normal: np.ndarray, ood: np.ndarray) -> dict[str, float]:

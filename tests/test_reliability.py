@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ood_nolabels.scoring.mahalanobis import MahalanobisScorer
+from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 from ood_nolabels.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,17 +89,17 @@ EARLY = {
     ("override", "message"),
     [
         (
-            "+clustering.selflabel.module.min_cluster_fractoin=0.5",
-            r"clustering.selflabel.module: unknown key\(s\) \['min_cluster_fractoin'\]; "
+            "+stage1.selflabel.module.min_cluster_fractoin=0.5",
+            r"stage1.selflabel.module: unknown key\(s\) \['min_cluster_fractoin'\]; "
             r"SelfLabelModule takes \[.*'min_cluster_fraction'",
         ),
         (
-            "+clustering.selflabel.module.min_cluster_fraction=1.5",
+            "+stage1.selflabel.module.min_cluster_fraction=1.5",
             r"min_cluster_fraction must be in \[0, 1\], got 1.5",
         ),
         (
-            "+clustering.scan.module.entropy_wieght=2",
-            r"clustering.scan.module: unknown key\(s\) \['entropy_wieght'\]; SCANModule",
+            "+stage1.scan.module.entropy_wieght=2",
+            r"stage1.scan.module: unknown key\(s\) \['entropy_wieght'\]; SCANModule",
         ),
     ],
 )
@@ -122,11 +122,11 @@ def test_a_truncated_image_among_the_ood_images_stops_before_training(tmp_path):
 GARBAGE = {
     "finetune_lr_1e6": ((*OURS, "finetune.optimizer.lr=1e6"), r"never beat chance|NaN or inf"),
     "simclr_lr_1e6": (
-        (*SCAN, "clustering.simclr.optimizer.lr=1e6"),
+        (*SCAN, "stage1.simclr.optimizer.lr=1e6"),
         r"NaN or inf|loss is (nan|inf)",
     ),
     "collapsed_clustering": (
-        (*SCAN, "clustering.collapse.max_cluster_share=0.2"),
+        (*SCAN, "stage1.collapse.max_cluster_share=0.2"),
         r"the selflabel clustering collapsed: .* largest holds",
     ),
 }

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
+from ood_nolabels.core.losses import scan_loss
 from ood_nolabels.data.augment import (
     MIRRORED_OPS,
     SCAN_OPS,
@@ -29,9 +30,10 @@ from ood_nolabels.data.augment import (
     ScanAugment,
     scan_strong_transform,
 )
-from ood_nolabels.losses import scan_loss
-from ood_nolabels.models.backbones import Backbone, OpenClipBackbone, TimmBackbone
-from ood_nolabels.stages.base import StageModule
+from ood_nolabels.models.backbones import Backbone
+from ood_nolabels.models.open_clip_backbone import OpenClipBackbone
+from ood_nolabels.models.timm_backbone import TimmBackbone
+from ood_nolabels.modules.base import StageModule
 
 SIZE = 32
 
@@ -70,7 +72,7 @@ def zeroed_fraction(tensor: torch.Tensor) -> float:
 @pytest.fixture
 def scan_cifar10(compose_cfg):
     """The ``scan_cifar10`` recipe and its backbone's input statistics."""
-    cfg = compose_cfg("+experiment=clustering_cifar10").clustering
+    cfg = compose_cfg("+experiment=stage1_cifar10").stage1
     backbone = instantiate(cfg.simclr.backbone)
     stats = dict(image_size=backbone.image_size, mean=backbone.mean, std=backbone.std)
     return cfg, backbone, stats

@@ -29,15 +29,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from ood_nolabels.clustering import mining
-from ood_nolabels.clustering.mining import mine_neighbors, neighbor_purity
-from ood_nolabels.clustering.pipeline import cluster_normal_images
+from ood_nolabels.core import neighbors as mining
+from ood_nolabels.core.neighbors import mine_neighbors, neighbor_purity
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import ArrayImages, NeighborsDataset
+from ood_nolabels.engine.artifacts import CachedStage, load_artifact
+from ood_nolabels.engine.runtime import Runtime
+from ood_nolabels.methods.pipelines.scan_stage import train_scan
+from ood_nolabels.methods.pipelines.stage1 import cluster_normal_images
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.runtime import Runtime
-from ood_nolabels.stages.cache import CachedStage, load_artifact
-from ood_nolabels.stages.scan import SCANModule, train_scan
+from ood_nolabels.modules.scan import SCANModule
 from ood_nolabels.train import build_runtime
 
 SEARCH_PATHS = [
@@ -110,12 +111,12 @@ def test_the_anchor_is_drawn_as_neighbour_one_time_in_k_plus_1():
 def mined(compose_cfg, features: str, include_self: bool) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = compose_cfg(
         *FAST,
-        "method=clustering",
-        "clustering.stop_after=mining",
-        f"clustering.mining.features={features}",
-        f"clustering.mining.include_self={str(include_self).lower()}",
+        "method=stage1_only",
+        "stage1.stop_after=mining",
+        f"stage1.mining.features={features}",
+        f"stage1.mining.include_self={str(include_self).lower()}",
     )
-    result = cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+    result = cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
     assert "cluster/mining/neighbor_purity" in result.metrics
     directory = result.stages[-1].directory
     assert directory.name.startswith("mining-")
@@ -124,7 +125,7 @@ def mined(compose_cfg, features: str, include_self: bool) -> tuple[torch.Tensor,
 
 def test_mining_features_choose_the_projection_or_the_backbone(compose_cfg):
     """simclr.py / models/models.py: mined in the normalised projection head's output."""
-    cfg = compose_cfg(*FAST).clustering
+    cfg = compose_cfg(*FAST).stage1
     projection_dim = cfg.simclr.module.projection_dim
     feature_dim = instantiate(cfg.simclr.backbone).feature_dim
     assert projection_dim != feature_dim
@@ -142,19 +143,19 @@ def test_mining_features_choose_the_projection_or_the_backbone(compose_cfg):
 
 
 def test_unknown_mining_features_are_rejected(compose_cfg):
-    cfg = compose_cfg(*FAST, "clustering.mining.features=logits")
+    cfg = compose_cfg(*FAST, "stage1.mining.features=logits")
     with pytest.raises(ValueError, match="mining.features='logits'"):
-        cluster_normal_images(build_runtime(cfg), cfg.clustering, cfg.K)
+        cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
 
 
 def test_recipes_mine_and_select_as_configured(compose_cfg):
-    official = compose_cfg("+experiment=clustering_cifar10").clustering
+    official = compose_cfg("+experiment=stage1_cifar10").stage1
     assert official.mining.features == "projection" and official.mining.include_self
     assert official.scan.module.selection == "validation"
-    digits = compose_cfg("+experiment=clustering_digits").clustering  # kept as measured
+    digits = compose_cfg("+experiment=stage1_digits").stage1  # kept as measured
     assert digits.mining.features == "backbone" and not digits.mining.include_self
     assert digits.scan.module.selection == "train_loss"
-    synthetic = compose_cfg(*FAST).clustering
+    synthetic = compose_cfg(*FAST).stage1
     assert synthetic.mining.features == "backbone" and not synthetic.mining.include_self
     assert synthetic.scan.module.selection == "validation"
 
@@ -263,7 +264,7 @@ class Record(L.Callback):
 
 def test_the_best_epochs_weights_and_head_are_kept(compose_cfg, monkeypatch):
     """scan.py: the checkpoint of the lowest-loss epoch is saved and reloaded, not the last."""
-    cfg = compose_cfg(*FAST, "clustering.scan.epochs=3", "clustering.scan.optimizer.lr=0")
+    cfg = compose_cfg(*FAST, "stage1.scan.epochs=3", "stage1.scan.optimizer.lr=0")
     runtime = build_runtime(cfg)
     runtime.datamodule.setup()
     images = runtime.datamodule.images[NORMAL_TRAIN]
@@ -279,10 +280,10 @@ def test_the_best_epochs_weights_and_head_are_kept(compose_cfg, monkeypatch):
             self, callbacks=[*callbacks, SharpenThenCollapse(), record], **kw
         ),
     )
-    backbone = instantiate(cfg.clustering.simclr.backbone)  # BatchNorm: its statistics move too
+    backbone = instantiate(cfg.stage1.simclr.backbone)  # BatchNorm: its statistics move too
     upstream = CachedStage(Path(cfg.paths.artifact_dir), "mining", "0" * 12, 0)
     model, _, stage = train_scan(
-        runtime, images, backbone, neighbors, cfg.clustering.scan, cfg.K, upstream
+        runtime, images, backbone, neighbors, cfg.stage1.scan, cfg.K, upstream
     )
 
     assert len(record.losses) == 3
@@ -328,7 +329,7 @@ def test_a_resumed_stage_keeps_the_best_epoch_from_before_the_interruption(
     """Epoch 1 is the best, the run stops before epoch 2, whose loss lies between epochs 0 and 1:
     after resuming, epoch 1's weights stay kept (the best checkpoint's state is up to date in
     the resume checkpoint of the epoch that set it)."""
-    cfg = compose_cfg(*FAST, "clustering.scan.epochs=3", "clustering.scan.optimizer.lr=0")
+    cfg = compose_cfg(*FAST, "stage1.scan.epochs=3", "stage1.scan.optimizer.lr=0")
     runtime = build_runtime(cfg)
     runtime.datamodule.setup()
     images = runtime.datamodule.images[NORMAL_TRAIN]
@@ -346,9 +347,9 @@ def test_a_resumed_stage_keeps_the_best_epoch_from_before_the_interruption(
                     self, callbacks=[*callbacks, callback, record], **kw
                 ),
             )
-            backbone = instantiate(cfg.clustering.simclr.backbone)
+            backbone = instantiate(cfg.stage1.simclr.backbone)
             return train_scan(
-                runtime, images, backbone, neighbors, cfg.clustering.scan, cfg.K, upstream
+                runtime, images, backbone, neighbors, cfg.stage1.scan, cfg.K, upstream
             )
 
     factors = {1: 20.0, 2: 0.25}  # epoch 2 predicts like heads x 5: between epochs 0 and 1

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from ood_nolabels.scoring.knn import KNNScorer
-from ood_nolabels.scoring.mahalanobis import MahalanobisScorer
+from ood_nolabels.scorers.knn import KNNScorer
+from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 
 
 def brute_force_knn(train: np.ndarray, test: np.ndarray, k: int, metric: str) -> np.ndarray:
@@ -87,7 +87,7 @@ def test_mahalanobis_label_shape_error():
 
 
 def test_mahalanobis_falls_back_to_svd_when_eigh_does_not_converge(monkeypatch):
-    from ood_nolabels.scoring import mahalanobis
+    from ood_nolabels.scorers import mahalanobis
 
     original = torch.linalg.pinv
 
@@ -104,7 +104,7 @@ def test_mahalanobis_falls_back_to_svd_when_eigh_does_not_converge(monkeypatch):
 
 
 def test_cholesky_inverse_equals_the_pseudo_inverse_when_it_is_taken():
-    from ood_nolabels.scoring.mahalanobis import cholesky_inverse
+    from ood_nolabels.scorers.mahalanobis import cholesky_inverse
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64))
@@ -116,7 +116,7 @@ def test_cholesky_inverse_equals_the_pseudo_inverse_when_it_is_taken():
 
 @pytest.mark.parametrize("smallest", [0.0, 1e-16])  # singular; below pinv's cutoff (8 eps)
 def test_cholesky_inverse_declines_what_pinv_would_truncate(smallest):
-    from ood_nolabels.scoring.mahalanobis import cholesky_inverse, pseudo_inverse
+    from ood_nolabels.scorers.mahalanobis import cholesky_inverse, pseudo_inverse
 
     rotation, _ = np.linalg.qr(np.random.default_rng(4).normal(size=(8, 8)))
     eigenvalues = np.array([1.0] * 7 + [smallest])

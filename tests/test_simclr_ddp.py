@@ -6,9 +6,9 @@ from helpers import frozen_sgd, quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ood_nolabels.losses import nt_xent
+from ood_nolabels.core.losses import nt_xent
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.simclr import SimCLRModule
+from ood_nolabels.modules.simclr import SimCLRModule
 
 
 def module() -> SimCLRModule:

@@ -9,11 +9,11 @@ from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ood_nolabels.losses import NoConfidentSamplesError, scan_loss
+from ood_nolabels.core.losses import NoConfidentSamplesError, scan_loss
 from ood_nolabels.models.backbones import Backbone
-from ood_nolabels.stages.base import StageModule
-from ood_nolabels.stages.scan import ClusterModel, SCANModule
-from ood_nolabels.stages.selflabel import SelfLabelModule
+from ood_nolabels.modules.base import StageModule
+from ood_nolabels.modules.scan import ClusterModel, SCANModule
+from ood_nolabels.modules.selflabel import SelfLabelModule
 
 
 def tiny_backbone(dim: int = 8) -> Backbone:

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ood_nolabels.loggers import StagedWandbLogger, job_identity, swept_values
+from ood_nolabels.engine.loggers import StagedWandbLogger
+from ood_nolabels.report.loggers import job_identity, swept_values
 from ood_nolabels.results import (
     clustering_frame,
     find_runs,
@@ -185,13 +186,13 @@ def test_results_tabulate_the_clustering_once_per_setting(tmp_path):
 def test_results_command_on_a_clustering_sweep_writes_the_clustering_table(tmp_path, capsys):
     for seed, acc in [("0", 0.663), ("1", 0.995)]:
         fake_run(
-            tmp_path / seed, ["+experiment=clustering_digits", f"seed={seed}"], {"cluster/acc": acc}
+            tmp_path / seed, ["+experiment=stage1_digits", f"seed={seed}"], {"cluster/acc": acc}
         )
     main([str(tmp_path), "--wandb", "off"])
     written = (tmp_path / "results.md").read_text()
     assert "Clustering of the normal training set" in written and "OOD detection" not in written
     assert "| seed | acc  |" in written and "| 0    | 66.3 |" in written
-    assert (tmp_path / "clustering.csv").is_file() and not (tmp_path / "results.csv").exists()
+    assert (tmp_path / "stage1.csv").is_file() and not (tmp_path / "results.csv").exists()
     fake_run(tmp_path / "nothing", ["seed=2"], {"simclr/train_loss": 1.0})
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "nothing")])

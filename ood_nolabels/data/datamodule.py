@@ -15,9 +15,7 @@ from ood_nolabels.data.images import (
     LabeledImages,
     check_image_files,
 )
-
-NORMAL_TRAIN = "normal_train"
-NORMAL_TEST = "normal_test"
+from ood_nolabels.data.splits import NORMAL_TEST, NORMAL_TRAIN
 
 
 class OODDataModule(L.LightningDataModule):

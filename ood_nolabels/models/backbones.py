@@ -6,21 +6,16 @@ inputs must be prepared (size, normalisation), so datasets never hard-code a mod
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import open_clip
-import timm
 import torch
 from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
 from ood_nolabels.data.images import to_rgb
-from ood_nolabels.models.hub import load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -118,86 +113,3 @@ def library_resize_mode(mode: str | None, name: str) -> str:
     if mode not in (None, "center", "shortest"):
         log.warning("%s: preprocessing mode %r unsupported; resizing the shorter side", name, mode)
     return "shortest"
-
-
-class TimmBackbone(Backbone):
-    """Any timm model by name, without its classifier.
-
-    ``pretrained=True`` loads the hub weights (or the local file ``checkpoint_path``);
-    ``image_size`` overrides the model's default input size (e.g. 64 px for tiny images).
-    Evaluation preprocessing follows timm's resolved data config (``crop_pct``, ``crop_mode``,
-    interpolation, statistics); ``crop_pct`` overrides its crop fraction.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        pretrained: bool = True,
-        checkpoint_path: str | None = None,
-        image_size: int | None = None,
-        crop_pct: float | None = None,
-        **model_kwargs,
-    ) -> None:
-        def create() -> nn.Module:
-            overlay = {"file": str(Path(checkpoint_path).expanduser())} if checkpoint_path else None
-            return timm.create_model(
-                name,
-                pretrained=pretrained or bool(checkpoint_path),
-                pretrained_cfg_overlay=overlay,
-                num_classes=0,
-                **model_kwargs,
-            )
-
-        if not timm.is_model(name):
-            similar = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=6)
-            raise ValueError(
-                f"backbone.name={name!r} is not a timm model. Similar names: {similar} "
-                "(timm.list_models('*pattern*') lists them all)"
-            )
-        if checkpoint_path and not Path(checkpoint_path).expanduser().is_file():
-            raise FileNotFoundError(f"backbone.checkpoint_path {checkpoint_path} does not exist")
-        if pretrained and not checkpoint_path:
-            model = load_pretrained(f"timm model {name!r}", create, "backbone.checkpoint_path")
-        else:
-            model = create()
-        config = timm.data.resolve_model_data_config(model)
-        super().__init__(
-            model,
-            feature_dim=model.num_features,
-            image_size=image_size or config["input_size"][-1],
-            mean=config["mean"],
-            std=config["std"],
-            interpolation=config.get("interpolation", "bicubic"),
-            crop_pct=crop_pct or config.get("crop_pct") or 1.0,
-            resize_mode=library_resize_mode(config.get("crop_mode"), name),
-        )
-
-
-class OpenClipBackbone(Backbone):
-    """The visual tower of an open_clip model; ``pretrained`` is a tag or a local weights file.
-
-    Evaluation preprocessing as open_clip's own (``preprocess_cfg``): resize the shorter side to
-    ``image_size`` and crop the centre.
-    """
-
-    def __init__(self, name: str, pretrained: str | None = "openai", image_size: int | None = None):
-        def create() -> nn.Module:
-            return open_clip.create_model(name, pretrained=pretrained)
-
-        model = (
-            load_pretrained(f"open_clip {name}/{pretrained}", create, "backbone.pretrained")
-            if pretrained
-            else create()
-        )
-        visual = model.visual
-        config = visual.preprocess_cfg
-        size = config["size"]
-        super().__init__(
-            visual,
-            feature_dim=visual.output_dim,
-            image_size=image_size or (size if isinstance(size, int) else size[-1]),
-            mean=config["mean"],
-            std=config["std"],
-            interpolation=config.get("interpolation", "bicubic"),
-            resize_mode=library_resize_mode(config.get("resize_mode"), name),
-        )
