@@ -30,9 +30,11 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	PYTHON=$(PYTHON) scripts/gpu_check.sh
 
+# ruff, and the import contracts of pyproject.toml (one-way layers, no cycles, a light inference).
 lint: $(STAMP)
 	$(PYTHON) -m ruff check ood_nolabels tests benchmarks
 	$(PYTHON) -m ruff format --check ood_nolabels tests benchmarks
+	lint-imports
 
 format: $(STAMP)
 	$(PYTHON) -m ruff format ood_nolabels tests benchmarks

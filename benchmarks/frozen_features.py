@@ -1,8 +1,8 @@
-"""Cost of ``clustering=frozen_features`` at a given scale: extraction, mining, head epochs.
+"""Cost of ``stage1=frozen_features`` at a given scale: extraction, mining, head epochs.
 
 Random images (N x 3 x size x size) go through a ``backbone`` group config once (the cached
 ``features`` stage), neighbours are mined in that space, and the recipe's heads-only SCAN and
-self-label modules (``conf/clustering/frozen_features.yaml``) train for ``--epochs`` epochs each
+self-label modules (``conf/stage1/frozen_features.yaml``) train for ``--epochs`` epochs each
 on the features, through Lightning as in a run. Prints each time and the projection to the full
 recipe (extraction + mining + every SCAN and self-label epoch). Random pixels say nothing about
 accuracy, only about cost.

@@ -45,11 +45,11 @@ def pixel_neighbors(images, k: int) -> torch.Tensor:
 
 def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
     cfg = demo_config()
-    config = cfg.clustering.scan
+    config = cfg.stage1.scan
     runtime = runtime_for(cfg, fresh_directory())
     images = runtime.datamodule.images[NORMAL_TRAIN]
-    neighbors = pixel_neighbors(images, cfg.clustering.mining.num_neighbors)
-    backbone = instantiate(cfg.clustering.simclr.backbone)
+    neighbors = pixel_neighbors(images, cfg.stage1.mining.num_neighbors)
+    backbone = instantiate(cfg.stage1.simclr.backbone)
     initial = SCANModule(
         backbone,
         cfg.K,

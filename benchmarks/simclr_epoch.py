@@ -32,7 +32,7 @@ from ood_nolabels.modules.simclr import SimCLRModule
 
 def measure(epochs: int = 3, repeats: int = 3) -> StageTiming:
     cfg = demo_config()
-    config = cfg.clustering.simclr
+    config = cfg.stage1.simclr
     runtime = runtime_for(cfg, fresh_directory())
     initial = SimCLRModule(
         instantiate(config.backbone),

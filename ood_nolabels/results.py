@@ -5,7 +5,7 @@ Reads every run directory under the given paths (a directory holding ``metrics.j
 the runs (the swept overrides) and the scorer; columns are the OOD sets; cells are AUROC in %
 (``--metric`` adds others, e.g. ``--metric auroc fpr95``). Runs that measured their clustering
 (``cluster/acc``, ``nmi``, ``ari`` of the final pseudo-labels, when the normal data has labels)
-add a second table with the same rows, so a stage-1 sweep (``method=clustering``) gets one too.
+add a second table with the same rows, so a stage-1 sweep (``method=stage1_only``) gets one too.
 The tables are printed as Markdown and written as ``results.md`` (both), ``results.csv`` and
 ``clustering.csv``; with W&B online they are also logged as W&B Tables.
 """

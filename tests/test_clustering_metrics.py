@@ -9,12 +9,12 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from ood_nolabels.core import neighbors as mining
+from ood_nolabels.core import search
 from ood_nolabels.core.cluster_metrics import cluster_metrics, hungarian_accuracy
 from ood_nolabels.core.neighbors import mine_neighbors, neighbor_purity
 
 SEARCH_PATHS = [
-    pytest.param(True, marks=pytest.mark.skipif(mining.faiss is None, reason="needs faiss")),
+    pytest.param(True, marks=pytest.mark.skipif(search.faiss is None, reason="needs faiss")),
     False,
 ]
 

@@ -115,5 +115,5 @@ def test_k_below_two_is_rejected_before_training(compose_cfg):
 
 
 def test_unknown_stop_stage_is_rejected(compose_cfg):
-    with pytest.raises(ValueError, match="stop_after='pretext'"):
-        run(compose_cfg(*FAST, "stage1.stop_after=pretext"))
+    with pytest.raises(ValueError, match=r"stop_after='simclr'; expected one of \('pretext',"):
+        run(compose_cfg(*FAST, "stage1.stop_after=simclr"))

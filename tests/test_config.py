@@ -8,11 +8,15 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from rich.console import Console
 
 from ood_nolabels.data.images import ImageSource
+from ood_nolabels.engine.runtime import training_key
 from ood_nolabels.methods.base import Method
 from ood_nolabels.methods.pipelines.recipes import check_stage_modules
 from ood_nolabels.methods.pseudo_labels.base import PseudoLabelSource
+from ood_nolabels.report.config_tree import config_tree
 from ood_nolabels.scorers.base import Scorer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -188,3 +192,42 @@ def test_paper_presets_use_the_paper_finetuning(compose_cfg, experiment, backbon
     )
     assert set(cfg.ood) == expected_ood
     assert cfg.K == 10  # the paper uses K=10 for every dataset (ImageNet-30 included)
+
+
+def test_dn2_composes_no_clustering_or_finetune_recipe(compose_cfg):
+    cfg = compose_cfg("+experiment=dn2_digits")
+    assert all(cfg.get(group) is None for group in ("stage1", "pseudo_labels", "finetune"))
+    assert "K" not in cfg  # no method that clusters: K would be meaningless
+    ours = compose_cfg("+experiment=digits")
+    assert ours.K == 6 and ours.stage1.simclr.epochs == 60
+
+
+def test_debug_makes_any_preset_tiny_and_keys_its_artifacts_apart(compose_cfg):
+    assert training_key(compose_cfg("+experiment=digits").trainer) == {}
+    tiny = compose_cfg("+experiment=digits", "+debug=tiny")
+    assert training_key(tiny.trainer) == {"max_epochs": 2, "limit_train_batches": 3}
+    assert not any(value for value in tiny.plots.values() if isinstance(value, bool))
+    bf16 = compose_cfg("+experiment=digits", "trainer.precision=bf16-mixed")
+    assert training_key(bf16.trainer) == {"precision": "bf16-mixed"}
+
+
+def test_the_stage_1_recipe_is_a_short_composition(compose_cfg):
+    """Each digits stage-1 value is found in the stage's own file (plus the shared optimizer or
+    augmentation file it mounts), and the recipe only composes them."""
+    cfg = compose_cfg("+experiment=digits")
+    recipe = OmegaConf.load(CONF / "stage1" / "digits.yaml")
+    assert set(recipe) == {"defaults"}  # nothing but the choice of each stage's file
+    scan = OmegaConf.load(CONF / "stage1" / "scan" / "digits.yaml")
+    assert cfg.stage1.scan.optimizer.lr == scan.optimizer.lr == 1e-3
+    assert cfg.stage1.scan.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.stage1.scan.augment == cfg.stage1.selflabel.strong_augment  # one shared file
+
+
+def test_print_config_shows_the_run_s_groups_first(compose_cfg):
+    console = Console(record=True, width=100)
+    console.print(config_tree(compose_cfg("+experiment=digits")))
+    text = console.export_text()
+    assert (
+        text.index("method") < text.index("dataset") < text.index("stage1") < text.index("trainer")
+    )
+    assert "SmallCNNBackbone" in text and "efficientnet_lite0" in text.lower()

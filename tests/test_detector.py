@@ -18,13 +18,10 @@ from ood_nolabels.config import compose
 from ood_nolabels.core.ood_metrics import ood_metrics
 from ood_nolabels.core.search import search_backend
 from ood_nolabels.engine.evaluation import OODEvaluation
-from ood_nolabels.inference.detector import (
-    Detector,
-    batches_within,
-    image_paths,
-    threshold_keeping,
-    without_pretrained_weights,
-)
+from ood_nolabels.inference.detector import Detector, without_pretrained_weights
+from ood_nolabels.inference.inputs import batches_within, image_paths
+from ood_nolabels.inference.thresholds import threshold_keeping
+from ood_nolabels.methods.base import build_detector
 from ood_nolabels.scorers.knn import KNNScorer
 from ood_nolabels.scorers.mahalanobis import MahalanobisScorer
 from ood_nolabels.train import run
@@ -162,7 +159,7 @@ def test_a_saved_detector_loads_and_scores_exactly_as_before(tmp_path):
 
 def test_the_detector_keeps_the_final_fit_when_the_scorers_are_refitted_later():
     detector, _ = small_detector()
-    configs = detector.scorer_configs
+    configs = OmegaConf.create(detector.scorer_configs)
     evaluation = OODEvaluation(
         {name: instantiate(c) for name, c in configs.items()},
         {"normal_train": None, "normal_test": None, "ood": None},  # evaluate() takes features
@@ -171,17 +168,16 @@ def test_the_detector_keeps_the_final_fit_when_the_scorers_are_refitted_later():
     torch.manual_seed(1)
     splits = {"normal_train": torch.randn(30, 16), "normal_test": torch.randn(10, 16)}
     splits["ood"] = torch.randn(10, 16) * 3
-    evaluation.evaluate(splits)
-    built = Detector.from_evaluation(detector.backbone, {}, evaluation, configs)
+    final = evaluation.evaluate(splits)
     test = torch.randn(5, 16)
-    final_scores = {name: scorer.score(test) for name, scorer in evaluation.scorers.items()}
-    evaluation.evaluate({name: 2 * x + 1 for name, x in splits.items()}, epoch=0)  # a replay
+    final_scores = {name: scorer.score(test) for name, scorer in final.scorers.items()}
+    replay = evaluation.evaluate({name: 2 * x + 1 for name, x in splits.items()}, epoch=0)
+    built = build_detector(detector.backbone, OmegaConf.create({}), final, configs)  # after it
     for name, scorer in built.scorers.items():
-        assert not torch.equal(evaluation.scorers[name].score(test), final_scores[name])
+        assert not torch.equal(replay.scorers[name].score(test), final_scores[name])
         assert torch.equal(scorer.score(test), final_scores[name])
-    assert torch.equal(
-        built.normal_test_scores["knn"], evaluation.final.scores["knn"]["normal_test"]
-    )
+        assert torch.equal(final.scorers[name].score(test), final_scores[name])
+    assert torch.equal(built.normal_test_scores["knn"], final.scores["knn"]["normal_test"])
 
 
 def test_unreadable_files_are_skipped_and_named(tmp_path):
@@ -211,8 +207,8 @@ def test_not_a_detector_is_a_clear_error(tmp_path):
 
 def test_compose_gives_a_runnable_config_without_the_hydra_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = compose("+experiment=dn2_synthetic", "K=3")
-    assert "hydra" not in cfg and cfg.K == 3
+    cfg = compose("+experiment=dn2_synthetic", "seed=3")
+    assert "hydra" not in cfg and cfg.seed == 3
     resolved = OmegaConf.to_container(cfg, resolve=True)  # "HydraConfig was not set" before
     assert resolved["paths"]["root_dir"] == str(tmp_path)
     run_dir = Path(resolved["paths"]["output_dir"])

@@ -29,7 +29,7 @@ from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.engine.artifacts import CachedStage, load_artifact
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.methods.pipelines.scan_stage import train_scan
-from ood_nolabels.methods.pipelines.stage1 import cluster_normal_images
+from ood_nolabels.methods.pipelines.stage1 import check_recipe, cluster_normal_images
 from ood_nolabels.models import moco
 from ood_nolabels.train import build_runtime, run
 
@@ -84,9 +84,7 @@ def test_heads_only_scan_on_images_leaves_the_backbone_bit_identical(compose_cfg
         "make_trainer",
         lambda self, callbacks=(), **kw: original(self, callbacks=[*callbacks, record], **kw),
     )
-    model, _, _ = train_scan(
-        runtime, images, backbone, neighbors, cfg.stage1.scan, cfg.K, upstream
-    )
+    model, _, _ = train_scan(runtime, images, backbone, neighbors, cfg.stage1.scan, cfg.K, upstream)
     after = backbone.state_dict()
     assert before.keys() == after.keys()
     for name, value in before.items():
@@ -138,7 +136,7 @@ def test_cached_features_are_reused_by_a_second_run_and_another_k(compose_cfg, m
 def test_on_features_needs_a_pretrained_pretext(compose_cfg):
     cfg = compose_cfg(*FAST, "+stage1.on_features=true")
     with pytest.raises(ValueError, match="needs a pretrained stage1.pretext"):
-        cluster_normal_images(build_runtime(cfg), cfg.stage1, cfg.K)
+        check_recipe(cfg.stage1)
 
 
 # -- K=auto --------------------------------------------------------------------------------------
@@ -201,13 +199,16 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
         "callbacks=none",
         "stage1=frozen_features",
         "K=auto",
-        "auto_k.k_max=6",
+        "pseudo_labels.auto_k.k_max=6",
         "stage1.mining.num_neighbors=5",
         "stage1.collapse.max_cluster_share=1.0",
         "stage1.collapse.max_empty_fraction=1.0",
         "stage1.selflabel.module.threshold=0.3",
         "stage1.scan.epochs=3",
         "stage1.selflabel.epochs=2",
+        "plots.auto_k=true",  # any plots override keeps the other figures: two slow ones off
+        "plots.embedding=false",
+        "plots.retrieval=false",
     )
     metrics = run(cfg)
     output = Path(cfg.paths.output_dir)

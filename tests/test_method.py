@@ -9,15 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from ood_nolabels.methods import pseudo_label_finetune as method
-from ood_nolabels.train import run
+from ood_nolabels.core.eigengap import eigengap_k
+from ood_nolabels.core.neighbors import mine_neighbors
+from ood_nolabels.data.splits import NORMAL_TRAIN
+from ood_nolabels.engine.artifacts import load_artifact
+from ood_nolabels.methods import finetune as method
+from ood_nolabels.train import build_runtime, run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ("+experiment=ours_synthetic", "logger=none", "callbacks=none")
 
 
-@pytest.mark.parametrize("source", ["scan", "kmeans", "ground_truth"])
+@pytest.mark.parametrize("source", ["stage1", "kmeans", "ground_truth"])
 def test_method_reports_averaged_and_per_epoch_metrics(compose_cfg, source, monkeypatch):
     seen = {}
     original = method.finetune_stage
@@ -50,6 +55,40 @@ def test_ground_truth_needs_k_equal_to_the_number_of_classes(compose_cfg):
         run(compose_cfg(*FAST, "pseudo_labels=ground_truth", "K=3"))
 
 
+def test_replayed_epochs_leave_the_averaged_model_alone(compose_cfg, monkeypatch):
+    """A reused finetune stage scores its epochs from their files, on a copy of the model: the
+    model the detector is built from keeps the averaged weights."""
+    run(compose_cfg(*FAST))  # trains; every epoch is scored live
+    seen = {}
+    original = method.build_detector
+
+    def spy(backbone, *args, **kwargs):
+        seen["weights"] = {k: v.clone() for k, v in backbone.state_dict().items()}
+        return original(backbone, *args, **kwargs)
+
+    monkeypatch.setattr(method, "build_detector", spy)
+    cfg = compose_cfg(*FAST)
+    metrics = run(cfg)  # finetune reused: its 2 epochs are replayed from their saved weights
+    assert "ood_epoch1/synthetic_4_5/knn/auroc" in metrics
+    finetune = next(p for p in Path(cfg.paths.artifact_dir).glob("finetune-*") if p.is_dir())
+    averaged = load_artifact(finetune / "averaged.pt")
+    assert seen["weights"].keys() == averaged.keys()
+    assert all(torch.equal(seen["weights"][name], averaged[name]) for name in averaged)
+
+
+def test_k_auto_with_kmeans_chooses_on_its_own_features_and_trains_no_stage_1(compose_cfg):
+    cfg = compose_cfg(*FAST, "pseudo_labels=kmeans", "K=auto", "pseudo_labels.auto_k.k_max=8")
+    metrics = run(cfg)
+    stages = {p.name.split("-")[0] for p in Path(cfg.paths.artifact_dir).iterdir() if p.is_dir()}
+    assert stages == {"finetune"}  # no SimCLR, no mining: k-means needs neither
+    runtime = build_runtime(cfg)
+    backbone = instantiate(cfg.backbone)
+    loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, backbone.transform())}
+    features = runtime.extract(backbone, loaders)[NORMAL_TRAIN]
+    expected = eigengap_k(mine_neighbors(features, 20), 2, 8).k
+    assert metrics["auto_k/K"] == expected and cfg.K == expected
+
+
 @pytest.mark.slow
 def test_k_and_scorer_sweep_trains_each_stage_once(tmp_path):
     """A 2x2 sweep: SimCLR and the neighbours once, SCAN / self-label / finetune once per K."""
@@ -63,9 +102,8 @@ def test_k_and_scorer_sweep_trains_each_stage_once(tmp_path):
             "+experiment=ours_synthetic",
             "scorer=knn,mahalanobis",
             "K=3,4",
-            # the point is which stages train: one finetune epoch, no per-epoch scoring
-            "finetune.epochs=1",
-            "method.evaluate_every_n_epochs=null",
+            # the point is which stages train: every stage tiny
+            "+debug=tiny",
             "logger=csv",
             "callbacks=none",
             f"paths.artifact_dir={tmp_path}/artifacts",

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from ood_nolabels.core import neighbors as mining
+from ood_nolabels.core import search
 from ood_nolabels.core.neighbors import mine_neighbors, neighbor_purity
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.images import ArrayImages, NeighborsDataset
@@ -43,7 +43,7 @@ from ood_nolabels.train import build_runtime
 
 SEARCH_PATHS = [
     False,
-    pytest.param(True, marks=pytest.mark.skipif(mining.faiss is None, reason="needs faiss")),
+    pytest.param(True, marks=pytest.mark.skipif(search.faiss is None, reason="needs faiss")),
 ]
 FAST = ("+experiment=scan_features_synthetic", "logger=none", "callbacks=none")
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ood_nolabels.core.losses import NoConfidentSamplesError, scan_loss
+from ood_nolabels.methods.pseudo_labels.base import check_num_clusters
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.modules.base import StageModule
 from ood_nolabels.modules.scan import ClusterModel, SCANModule
@@ -65,9 +66,20 @@ def test_scan_keeps_the_head_with_the_lowest_epoch_loss():
     assert module.cluster_model().head is module.heads[module.best_head]
 
 
-def test_scan_rejects_fewer_than_two_clusters():
-    with pytest.raises(ValueError, match="K .* must be >= 2"):
-        SCANModule(tiny_backbone(), num_clusters=1, optimizer=frozen_sgd)
+@pytest.mark.parametrize(
+    "k, message",
+    [
+        (1, r"K \(the number of clusters\) must be >= 2, got 1"),
+        ("abc", r"K='abc': K \(the number of clusters\) must be an integer >= 2 or 'auto'"),
+        (2.5, r"K=2.5: K .* must be an integer"),
+        (True, r"K=True: K .* must be an integer"),
+        (31, r"K=31 clusters but only 30 normal training images: choose K <= 3"),
+    ],
+)
+def test_k_is_checked_once_with_a_message_naming_the_fix(k, message):
+    with pytest.raises(ValueError, match=message):
+        check_num_clusters(k, 30)
+    assert check_num_clusters(3, 30) == 3
 
 
 def test_scan_heads_only_freezes_the_backbone():

@@ -192,7 +192,7 @@ def test_results_command_on_a_clustering_sweep_writes_the_clustering_table(tmp_p
     written = (tmp_path / "results.md").read_text()
     assert "Clustering of the normal training set" in written and "OOD detection" not in written
     assert "| seed | acc  |" in written and "| 0    | 66.3 |" in written
-    assert (tmp_path / "stage1.csv").is_file() and not (tmp_path / "results.csv").exists()
+    assert (tmp_path / "clustering.csv").is_file() and not (tmp_path / "results.csv").exists()
     fake_run(tmp_path / "nothing", ["seed=2"], {"simclr/train_loss": 1.0})
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "nothing")])

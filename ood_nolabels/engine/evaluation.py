@@ -11,6 +11,7 @@ never change once made, so a detector can be built from any of them at any time.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,8 +37,6 @@ from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.scorers.base import Scorer
 
 log = logging.getLogger(__name__)
-
-ScorerFactory = Callable[[], Scorer]
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,8 @@ def check_not_constant(scores: Mapping[str, torch.Tensor], scorer: str) -> None:
 class OODEvaluation(L.Callback):
     """Extract features, fit new scorers on the normal training features, score every OOD set.
 
-    ``scorers`` map names to factories of unfitted scorers; ``loaders`` map split names
+    ``scorers`` map names to unfitted scorers, prototypes that every scoring copies before it
+    fits the copy; ``loaders`` map split names
     (``normal_train``, ``normal_test`` and one per OOD set) to ordered loaders with the scored
     model's preprocessing; ``train_labels`` (pseudo- or ground-truth classes of the normal
     training set) go to scorers that use them. Every result is kept: ``epochs[e]`` per epoch,
@@ -93,7 +93,7 @@ class OODEvaluation(L.Callback):
 
     def __init__(
         self,
-        scorers: Mapping[str, ScorerFactory],
+        scorers: Mapping[str, Scorer],
         loaders: Mapping[str, DataLoader],
         train_labels: torch.Tensor | None = None,
         every_n_epochs: int | None = 1,
@@ -149,9 +149,9 @@ class OODEvaluation(L.Callback):
         failures: dict[str, str] = {}
         fitted: dict[str, Scorer] = {}
         scope = FINAL if epoch is None else EPOCH
-        for scorer_name, factory in self.scorers.items():
+        for scorer_name, prototype in self.scorers.items():
             try:  # one scorer's failure must not lose the others' results
-                scorer = factory()
+                scorer = copy.deepcopy(prototype)
                 scores[scorer_name] = self._score(scorer, scorer_name, features)
             except Exception as error:
                 failures[scorer_name] = f"{type(error).__name__}: {error}"
@@ -219,10 +219,10 @@ def build_evaluation(
     every_n_epochs: int | None = None,
 ) -> OODEvaluation:
     """The evaluation callback for ``backbone``: every split through its preprocessing and the
-    configured ``scorers`` (the ``scorer`` group), each fitted anew for every scored model."""
+    configured ``scorers`` (the ``scorer`` group), fitted anew for every scored model."""
     loaders = runtime.datamodule.eval_loaders(backbone.transform())
     return OODEvaluation(
-        {name: partial(instantiate, scorer) for name, scorer in scorers.items()},
+        {name: instantiate(scorer) for name, scorer in scorers.items()},
         loaders,
         train_labels,
         every_n_epochs,
