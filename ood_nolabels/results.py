@@ -22,8 +22,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ood_nolabels.core.metric_keys import FINAL, ood_metrics_of
-from ood_nolabels.core.ood_metrics import METRICS
+from ood_nolabels.core.metric_keys import FINAL, METRICS, ood_metrics_of
 from ood_nolabels.core.tables import HEADERS, markdown_table
 from ood_nolabels.report.wandb_mode import use_offline_wandb_without_credentials
 

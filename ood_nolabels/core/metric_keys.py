@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+# The OOD metrics of every scorer and OOD set (core.ood_metrics computes them).
+METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 FINAL = "ood"
 EPOCH = "ood_epoch"
 EPOCH_MEAN = "ood_epoch_mean"

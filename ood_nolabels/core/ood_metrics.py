@@ -20,8 +20,6 @@ from torchmetrics.functional.classification import (
     binary_roc,
 )
 
-METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
-
 
 def rank_scale(scores: torch.Tensor) -> torch.Tensor:
     """Dense ranks in [0, 1]: the order and ties of ``scores``, safe from torchmetrics' sigmoid."""

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ood_nolabels.core.metric_keys import EPOCH, EPOCH_MEAN, FINAL, ood_metrics_of
-from ood_nolabels.core.ood_metrics import METRICS
+from ood_nolabels.core.metric_keys import EPOCH, EPOCH_MEAN, FINAL, METRICS, ood_metrics_of
 
 HEADERS = {"auroc": "AUROC", "fpr95": "FPR@95TPR", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
 
