@@ -6,8 +6,10 @@ the runs (the swept overrides) and the scorer; columns are the OOD sets; cells a
 (``--metric`` adds others, e.g. ``--metric auroc fpr95``). Runs that measured their clustering
 (``cluster/acc``, ``nmi``, ``ari`` of the final pseudo-labels, when the normal data has labels)
 add a second table with the same rows, so a stage-1 sweep (``method=stage1_only``) gets one too.
-The tables are printed as Markdown and written as ``results.md`` (both), ``results.csv`` and
-``clustering.csv``; with W&B online they are also logged as W&B Tables.
+``--over seed`` averages over seeds: the runs that differ only in the seed share a row, reported
+as mean ± sample standard deviation (number of runs). The tables are printed as Markdown and
+written as ``results.md`` (both), ``results.csv`` and ``clustering.csv``; with W&B online they
+are also logged as W&B Tables.
 """
 
 from __future__ import annotations
@@ -95,21 +97,35 @@ def varying_overrides(table: pd.DataFrame, reserved: set[str]) -> list[str]:
     return [c for c in table.columns if c not in reserved and table[c].fillna("").nunique() > 1]
 
 
-def results_frame(table: pd.DataFrame, metrics: Sequence[str] = ("auroc",)) -> pd.DataFrame:
+def results_frame(
+    table: pd.DataFrame,
+    metrics: Sequence[str] = ("auroc",),
+    over: Sequence[str] = (),
+    statistic: str = "first",
+) -> pd.DataFrame:
     """Rows: the overrides that differ between runs (the run directory if none do) and the
-    scorer; columns: OOD set (and metric when several are asked for); values in %."""
-    varying = varying_overrides(table, {"run", "scorer", "ood_set", "metric", "value"})
-    index = [*(varying or ["run"]), "scorer"]
+    scorer; columns: OOD set (and metric when several are asked for); values in %.
+
+    ``over`` (e.g. ``["seed"]``) are overrides left out of the rows: the runs that differ only in
+    them share a row, whose value is their ``statistic`` (``mean``, ``std``, ``count``)."""
+    reserved = {"run", "scorer", "ood_set", "metric", "value", *over}
+    if over:
+        reserved.add("run")
+    varying = varying_overrides(table, reserved)
+    index = [*(varying or (["run"] if not over else [])), "scorer"]
     chosen = table[table["metric"].isin(metrics)].fillna({c: "" for c in varying})
     columns = ["ood_set"] if len(metrics) == 1 else ["ood_set", "metric"]
-    frame = chosen.pivot_table(index=index, columns=columns, values="value", aggfunc="first")
-    return frame.round(1)
+    frame = chosen.pivot_table(index=index, columns=columns, values="value", aggfunc=statistic)
+    return frame.round(1) if statistic != "count" else frame
 
 
-def clustering_frame(runs: Sequence[Run]) -> pd.DataFrame:
+def clustering_frame(
+    runs: Sequence[Run], over: Sequence[str] = (), statistic: str = "first"
+) -> pd.DataFrame:
     """Rows: the overrides that differ between the runs that measured their clustering (the run
     directory if none do); columns: accuracy, NMI, ARI of the final pseudo-labels in %. Runs with
-    the same row (e.g. scorer jobs sharing one clustering) are listed once."""
+    the same row (e.g. scorer jobs sharing one clustering) are listed once; with ``over`` the
+    runs that differ only in those overrides share a row, their ``statistic``."""
     records = []
     for run in runs:
         values = {
@@ -122,15 +138,29 @@ def clustering_frame(runs: Sequence[Run]) -> pd.DataFrame:
     if not records:
         return pd.DataFrame()
     table = pd.DataFrame.from_records(records)
-    varying = varying_overrides(table, {"run", "scorer", *CLUSTER_METRICS})
+    varying = varying_overrides(table, {"run", "scorer", *CLUSTER_METRICS, *over})
     index = varying or ["run"]
     columns = [m for m in CLUSTER_METRICS if m in table.columns]
-    frame = table.fillna({c: "" for c in varying}).drop_duplicates([*index, *columns])
-    return frame.set_index(index)[columns].sort_index().round(1)
+    keep = [*index, *over, *columns] if over else [*index, *columns]
+    frame = table.fillna({c: "" for c in varying}).drop_duplicates(keep)
+    if not over:
+        return frame.set_index(index)[columns].sort_index().round(1)
+    if not varying:
+        frame = frame.assign(runs="all")
+        index = ["runs"]
+    grouped = frame.groupby(index)[columns].agg(statistic)
+    return grouped.round(1) if statistic != "count" else grouped
 
 
-def to_markdown(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> str:
-    """``metrics``: the OOD metrics of a :func:`results_frame`; None for plain column names."""
+def to_markdown(
+    frame: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    spread: pd.DataFrame | None = None,
+    counts: pd.DataFrame | None = None,
+) -> str:
+    """``metrics``: the OOD metrics of a :func:`results_frame`; None for plain column names.
+    With ``spread`` (standard deviations) and ``counts`` of the same shape, each cell reads
+    ``mean ± std (n)``."""
 
     def label(column) -> str:
         if isinstance(column, tuple):
@@ -139,10 +169,25 @@ def to_markdown(frame: pd.DataFrame, metrics: Sequence[str] | None = None) -> st
             return str(column)
         return f"{column} {HEADERS.get(metrics[0], metrics[0])}"
 
+    if spread is not None:  # a single run has no std: pandas drops its row, NaN it back
+        spread = spread.reindex(index=frame.index, columns=frame.columns)
+        counts = counts.reindex(index=frame.index, columns=frame.columns)
+
+    def cell(row: int, column: int) -> str:
+        value = f"{frame.iat[row, column]:.1f}"
+        if spread is None:
+            return value
+        deviation = spread.iat[row, column]
+        deviation = 0.0 if pd.isna(deviation) else deviation
+        return f"{value} ± {deviation:.1f} ({int(counts.iat[row, column])})"
+
     header = [*frame.index.names, *(label(c) for c in frame.columns)]
     rows = [
-        [*(map(str, index if isinstance(index, tuple) else (index,))), *(f"{v:.1f}" for v in row)]
-        for index, row in zip(frame.index, frame.to_numpy(), strict=True)
+        [
+            *(map(str, index if isinstance(index, tuple) else (index,))),
+            *(cell(r, c) for c in range(frame.shape[1])),
+        ]
+        for r, index in enumerate(frame.index)
     ]
     return markdown_table(header, rows)
 
@@ -162,14 +207,17 @@ def log_to_wandb(frames: dict[str, pd.DataFrame], runs: Sequence[Run], project: 
         run.log(tables)
 
 
-def tables_of(runs: Sequence[Run], metrics: Sequence[str]) -> dict[str, pd.DataFrame]:
+def tables_of(
+    runs: Sequence[Run], metrics: Sequence[str], over: Sequence[str] = (), statistic: str = "first"
+) -> dict[str, pd.DataFrame]:
     """``{"results": OOD table, "clustering": clustering table}``, each only when some run has
-    its metrics; an error when neither has any."""
+    its metrics (``over`` / ``statistic`` as :func:`results_frame`); an error when neither has
+    any."""
     frames = {}
     table = long_table(runs)
     if not table.empty:
-        frames["results"] = results_frame(table, metrics)
-    clustering = clustering_frame(runs)
+        frames["results"] = results_frame(table, metrics, over, statistic)
+    clustering = clustering_frame(runs, over, statistic)
     if not clustering.empty:
         frames["clustering"] = clustering
     if not frames:
@@ -200,25 +248,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="auto",
         help="log a W&B Table: auto = only when W&B is online",
     )
+    parser.add_argument(
+        "--over",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="overrides averaged over, e.g. --over seed: runs differing only in them share a "
+        "row, mean ± sample std (number of runs)",
+    )
     parser.add_argument("--project", default="ood-nolabels", help="W&B project")
     args = parser.parse_args(argv)
 
     try:
         runs = load_runs(find_runs(args.paths))
-        frames = tables_of(runs, args.metric)
+        frames = tables_of(runs, args.metric, args.over, "mean" if args.over else "first")
+        if args.over:
+            spreads = tables_of(runs, args.metric, args.over, "std")
+            counts = tables_of(runs, args.metric, args.over, "count")
     except (FileNotFoundError, ValueError) as error:  # a message, not a traceback
         parser.error(str(error))
     output = args.output or (args.paths[0] if len(args.paths) == 1 else Path.cwd())
     output.mkdir(parents=True, exist_ok=True)
     sections, written = [], [output / "results.md"]
+    over = f", mean ± std over {', '.join(args.over)} (runs)" if args.over else ""
+
+    def spread(name: str) -> dict[str, pd.DataFrame]:
+        return {"spread": spreads[name], "counts": counts[name]} if args.over else {}
+
     if "results" in frames:
-        text = to_markdown(frames["results"], args.metric)
-        sections.append(f"OOD detection (OOD = positive class, values in %):\n\n{text}")
+        text = to_markdown(frames["results"], args.metric, **spread("results"))
+        sections.append(f"OOD detection (OOD = positive class, values in %{over}):\n\n{text}")
     if "clustering" in frames:
-        text = to_markdown(frames["clustering"])
-        sections.append(f"Clustering of the normal training set (values in %):\n\n{text}")
+        text = to_markdown(frames["clustering"], **spread("clustering"))
+        sections.append(f"Clustering of the normal training set (values in %{over}):\n\n{text}")
     for name, frame in frames.items():
-        frame.to_csv(output / f"{name}.csv")
+        if args.over:
+            table = {"mean": frame, "std": spreads[name], "runs": counts[name]}
+            table = pd.concat(table, axis=1)
+        else:
+            table = frame
+        table.to_csv(output / f"{name}.csv")
         written.append(output / f"{name}.csv")
     (output / "results.md").write_text("\n\n".join(sections) + "\n")
     print(f"{len(runs)} runs\n\n" + "\n\n".join(sections) + "\n")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -252,3 +253,22 @@ def test_a_sweep_job_is_named_after_the_values_the_sweep_varies(tmp_path):
     job = ["+experiment=digits", "scorer=mahalanobis", "K=6", "logger=csv", "seed=1"]
     assert swept_values(job, tmp_path) == "K=6,scorer=mahalanobis"
     assert swept_values(job, tmp_path / "elsewhere") is None  # no sweep file: Hydra's default
+
+
+def test_results_over_seeds_report_mean_std_and_count(tmp_path, capsys):
+    values = {("a", "0"): 0.90, ("a", "1"): 0.92, ("a", "2"): 0.97, ("b", "0"): 0.80}
+    for (split, seed), value in values.items():
+        fake_run(
+            tmp_path / f"{split}{seed}",
+            ["+experiment=fmnist", f"dataset.classes={split}", f"seed={seed}"],
+            {"ood/held_out/knn/auroc": value, "cluster/acc": value - 0.2},
+        )
+    main([str(tmp_path), "--over", "seed", "--wandb", "off"])
+    a = 100 * np.array([0.90, 0.92, 0.97])
+    written = (tmp_path / "results.md").read_text()
+    assert f"| a               | knn    | {a.mean():.1f} ± {a.std(ddof=1):.1f} (3) |" in written
+    assert "| b               | knn    | 80.0 ± 0.0 (1) |" in written
+    assert "mean ± std over seed (runs)" in written
+    clustering = pd.read_csv(tmp_path / "clustering.csv", header=[0, 1], index_col=0)
+    assert clustering.loc["a", ("mean", "acc")] == pytest.approx(round((a - 20).mean(), 1))
+    assert clustering.loc["a", ("std", "acc")] == pytest.approx(round((a - 20).std(ddof=1), 1))

@@ -75,8 +75,7 @@ def read_split(files: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, EOFError, AssertionError, RuntimeError, ValueError) as error:
         raise RuntimeError(
             f"cannot read the Fashion-MNIST files {images_file} and {labels_file} "
-            f"({type(error).__name__}: {error}): they are damaged or not idx files. "
-            + INSTALL_HINT
+            f"({type(error).__name__}: {error}): they are damaged or not idx files. " + INSTALL_HINT
         ) from error
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
         raise RuntimeError(

@@ -51,6 +51,9 @@ def finetune(
             optimizer=instantiate(config.optimizer),
             scheduler=instantiate(config.scheduler),
             freeze_bn_stats=config.freeze_bn_stats,
+            trainable=config.get("trainable"),
+            elastic_weight=config.get("elastic_weight", 0.0),
+            distill_weight=config.get("distill_weight", 0.0),
         )
         transform = backbone.transform(train=True, **config.augment)
         dataset = IndexedDataset(runtime.datamodule.images[NORMAL_TRAIN], transform)
