@@ -9,6 +9,7 @@ resolved config) into the run directory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,28 +23,36 @@ from ood_nolabels.core.timings import Timings
 from ood_nolabels.engine.artifacts import ArtifactStore
 from ood_nolabels.engine.console import quiet_libraries
 from ood_nolabels.engine.runtime import Runtime, training_key
+from ood_nolabels.engine.settings import check_settings
 from ood_nolabels.methods.base import Method, RunResult
 from ood_nolabels.report.config_tree import print_config_tree
 from ood_nolabels.report.loggers import build_loggers, finish_loggers, job_identity
 from ood_nolabels.report.summary import report, save_detector
 
+log = logging.getLogger(__name__)
+
+
+def store_of(cfg: DictConfig, timings: Timings | None = None) -> ArtifactStore:
+    """The run's artifact store: stage keys hold the run seed and the trainer settings that
+    change what is learned."""
+    return ArtifactStore(
+        Path(cfg.paths.artifact_dir),
+        cfg.seed,
+        on_ready=None if timings is None else timings.add,
+        training=training_key(cfg.trainer),
+    )
+
 
 def build_runtime(cfg: DictConfig, loggers: Sequence[Logger] = ()) -> Runtime:
     """The run's shared resources; ``loggers`` from :func:`build_loggers` (none by default)."""
     timings = Timings()
-    store = ArtifactStore(
-        Path(cfg.paths.artifact_dir),
-        cfg.seed,
-        on_ready=timings.add,
-        training=training_key(cfg.trainer),
-    )
+    store = store_of(cfg, timings)
     return Runtime(
         datamodule=instantiate(cfg.data),
         artifacts=store,
         trainer=cfg.trainer,
         callbacks=cfg.get("callbacks") or {},
         loggers=list(loggers),
-        data_key=OmegaConf.to_container(cfg.dataset, resolve=True),
         timings=timings,
     )
 
@@ -66,8 +75,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     Raises after writing the results when a scorer failed, so such a run never exits 0. The
     job's W&B run is finished either way, so the next job of a sweep gets a run of its own.
     """
-    quiet_libraries(cfg.get("verbose", False))
-    if cfg.get("print_config", False):
+    check_settings(cfg)
+    quiet_libraries(cfg.verbose)
+    if cfg.print_config:
         print_config_tree(cfg)
     output_dir = Path(cfg.paths.output_dir)
     save_resolved_config(cfg, output_dir)
@@ -89,6 +99,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 + "\n".join(f"  {scorer}: {error}" for scorer, error in failures.items())
             )
         failed = False
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into exit code 1
+        if not isinstance(stop, SystemExit) or stop.code not in (0, None):
+            log.error("interrupted: %s", store_of(cfg).interrupted())
+        raise
     finally:
         finish_loggers(loggers, failed)
     return result.metrics

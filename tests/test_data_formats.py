@@ -199,7 +199,12 @@ def test_unknown_name_needs_a_layout(tmp_path):
 
 
 def instantiate_file(path: Path, data_dir: Path):
+    """The config file built as a run would, beside the data set of the same name (which an OOD
+    config may refer to, e.g. for the classes it holds out)."""
     config = OmegaConf.create({"paths": {"data_dir": str(data_dir)}, "item": OmegaConf.load(path)})
+    dataset = CONF / "dataset" / path.name
+    if dataset.is_file():
+        config.dataset = OmegaConf.load(dataset)
     return instantiate(config.item)
 
 

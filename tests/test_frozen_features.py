@@ -46,7 +46,7 @@ def frozen_features_cfg(compose_cfg, *overrides: str):
         cfg.stage1.mining.num_neighbors = 5
         cfg.stage1.scan.epochs = 3
         cfg.stage1.selflabel.epochs = 2
-        cfg.stage1.selflabel.module.threshold = 0.3
+        cfg.stage1.selflabel.module.threshold = 0.2  # caching is the point: every sample counts
         cfg.stage1.collapse.max_cluster_share = 1.0
         cfg.stage1.collapse.max_empty_fraction = 1.0
     return cfg
@@ -206,6 +206,7 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
         "stage1.selflabel.module.threshold=0.3",
         "stage1.scan.epochs=3",
         "stage1.selflabel.epochs=2",
+        "finetune.epochs=3",  # a third epoch: two may not beat the majority pseudo-class
         "plots.auto_k=true",  # any plots override keeps the other figures: two slow ones off
         "plots.embedding=false",
         "plots.retrieval=false",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import torch
@@ -24,12 +25,48 @@ def check_finite(obj: object, path: Path) -> None:
                 )
 
 
+class StorageError(OSError):
+    """A file could not be written: the disk is full or the folder is not writable."""
+
+
+def storage_error(error: BaseException, path: Path) -> StorageError | None:
+    """``error`` from writing ``path`` as a :class:`StorageError` naming the cause, the path and
+    the fix; None when it is something else. torch reports a full disk as a ``RuntimeError``
+    ("unexpected pos", "file write failed")."""
+    text = str(error)
+    full = getattr(error, "errno", None) == errno.ENOSPC or any(
+        marker in text for marker in ("No space left", "unexpected pos", "file write failed")
+    )
+    if full:
+        return StorageError(
+            errno.ENOSPC,
+            f"no space left on the device while writing {path}. Free space, or point "
+            "paths.artifact_dir (OOD_ARTIFACT_DIR) and the run directory at a larger disk, then "
+            "rerun: finished stages are kept and the interrupted one resumes",
+        )
+    if isinstance(error, PermissionError):
+        return StorageError(
+            errno.EACCES,
+            f"permission denied writing {path}: make its folder writable, or point "
+            "paths.artifact_dir (OOD_ARTIFACT_DIR) / the run directory elsewhere",
+        )
+    return None
+
+
 def atomic_save(obj: object, path: Path) -> Path:
     """``torch.save`` to a temporary name beside ``path``, then one rename: readers see the old
-    file, the new one, or none, never half of one."""
+    file, the new one, or none, never half of one. A full disk or a folder that is not writable
+    raises a :class:`StorageError` that says so, with the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, temporary)
-    temporary.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, temporary)
+        temporary.replace(path)
+    except (OSError, RuntimeError) as error:
+        temporary.unlink(missing_ok=True)
+        translated = storage_error(error, path)
+        if translated is None:
+            raise
+        raise translated from error
     return path

@@ -15,6 +15,7 @@ from ood_nolabels.data.images import (
     LabeledImages,
     check_image_files,
 )
+from ood_nolabels.data.sampling import EpochShuffle
 from ood_nolabels.data.splits import NORMAL_TEST, NORMAL_TRAIN
 
 
@@ -57,6 +58,7 @@ class OODDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.check_images = check_images
         self.images: dict[str, LabeledImages] = {}
+        self._fingerprints: dict[str, str] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.images:
@@ -102,11 +104,24 @@ class OODDataModule(L.LightningDataModule):
     def ood_names(self) -> list[str]:
         return list(self.ood)
 
+    def fingerprint(self, split: str = NORMAL_TRAIN) -> str:
+        """A digest of a split's images and labels (see ``LabeledImages.fingerprint``), computed
+        once: what the cached stages that train on it are keyed by, whatever the path or config
+        that found the images."""
+        self.setup()
+        if split not in self._fingerprints:
+            self._fingerprints[split] = self.images[split].fingerprint()
+        return self._fingerprints[split]
+
     def train_labels(self) -> torch.Tensor | None:
-        """Ground-truth labels of the normal training images, when the dataset has them."""
+        """Ground-truth labels of the normal training images, when the dataset has them and they
+        name at least two classes: one class is no labeling to measure a clustering against
+        (a folder of unlabeled images inside one subfolder, say)."""
         self.setup()
         labels = self.images[NORMAL_TRAIN].labels
-        return None if labels is None else torch.as_tensor(labels)
+        if labels is None or len(set(labels.tolist())) < 2:
+            return None
+        return torch.as_tensor(labels)
 
     def loader(self, split: str, transform: Callable[[Image.Image], torch.Tensor]) -> DataLoader:
         """A loader of ``(image, index)`` batches for one split, in dataset order."""
@@ -120,11 +135,13 @@ class OODDataModule(L.LightningDataModule):
         )
 
     def train_loader(self, dataset: Dataset, batch_size: int) -> DataLoader:
-        """Shuffled training batches; the last partial batch is dropped when there are others."""
+        """Shuffled training batches (an :class:`EpochShuffle`: each epoch's order and random
+        stream follow from its number); the last partial batch is dropped when there are
+        others."""
         return DataLoader(
             dataset,
             batch_size=min(batch_size, len(dataset)),
-            shuffle=True,
+            sampler=EpochShuffle(len(dataset)),
             drop_last=len(dataset) > batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -8,6 +8,7 @@ collection, which is the main use case: a user's own set of normal images needs 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ood_nolabels.data.images import FileImages, ImageSource, LabeledImages, missing_data_error
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -53,16 +56,36 @@ def find_images(directory: Path) -> list[Path]:
     """Image files under ``directory`` at any depth (following links), sorted; hidden ones skipped.
 
     Hidden files are skipped because archives made on macOS carry ``._name.jpg`` resource forks
-    that are not images.
+    that are not images. A linked folder is followed once: a link back to a folder already
+    walked (a loop such as ``up -> .``, or two links to one folder) is skipped with a warning, so
+    no image is read twice.
     """
     found = []
+    walked: set[tuple[int, int]] = set()
+    skipped: list[str] = []
     for parent, subdirs, files in os.walk(directory, followlinks=True):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        status = os.stat(parent)
+        if (status.st_dev, status.st_ino) in walked:
+            skipped.append(parent)
+            subdirs[:] = []
+            continue
+        walked.add((status.st_dev, status.st_ino))
+        # a fixed order, real folders before links: an image reached both ways keeps its real path
+        visible = [d for d in subdirs if not d.startswith(".")]
+        subdirs[:] = sorted(visible, key=lambda d: (os.path.islink(os.path.join(parent, d)), d))
         found += [
             Path(parent, f)
             for f in files
             if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
         ]
+    if skipped:
+        log.warning(
+            "%s: skipped %d linked folder(s) already walked (a link loop or a second link to "
+            "one folder), e.g. %s; their images are read once",
+            directory,
+            len(skipped),
+            skipped[0],
+        )
     return sorted(found)
 
 
@@ -112,6 +135,14 @@ class FolderSource(ImageSource):
             )
         directory = self.root / subdir
         paths = find_images(directory) if directory.is_dir() else []
+        if not paths and directory.is_dir():
+            extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise FileNotFoundError(
+                f"{self.name} {split} images: the folder {directory.resolve()} exists but holds no "
+                f"image file (looked for {extensions} at any depth, hidden files skipped). Put "
+                f"the images there as {self.layout}, or point the config's root (or OOD_DATA_DIR) "
+                "at the folder that holds them."
+            )
         if not paths:
             raise missing_data_error(
                 f"{self.name} {split} images ({directory})", self.root, self.layout, MISSING_HINT

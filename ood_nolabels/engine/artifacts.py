@@ -14,7 +14,6 @@ happened to be cached or trained before it in this process.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -34,7 +33,7 @@ from filelock import FileLock, Timeout
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ood_nolabels.core.atomic import atomic_save, check_finite
+from ood_nolabels.core.atomic import atomic_save, check_finite, storage_error
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,35 @@ def save_artifact(obj: object, path: Path) -> None:
         atomic_save(obj, path)
 
 
-def load_artifact(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+class UnreadableArtifact(OSError):
+    """An artifact file that cannot be read (missing, truncated, garbled), named."""
+
+
+def load_artifact(path: Path, mmap: bool = False) -> Any:
+    """A stage's file; one that cannot be read raises :class:`UnreadableArtifact` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except UNREADABLE as error:
+        raise UnreadableArtifact(f"cannot read {path} ({type(error).__name__}: {error})") from error
+
+
+def load_rows(path: Path, count: int) -> torch.Tensor:
+    """A per-image artifact (features, neighbours, pseudo-labels) of ``count`` images; one with
+    another number of rows belongs to other images and is refused as unreadable (its stage is
+    then moved aside and trained again)."""
+    rows = load_artifact(path)
+    if len(rows) != count:
+        raise UnreadableArtifact(
+            f"{path} holds {len(rows)} rows for {count} images: it was made from other images "
+            "(files rewritten with their old sizes and times?)"
+        )
+    return rows
+
+
+def verify_artifact(path: Path) -> None:
+    """Open ``path`` without reading its tensors (memory-mapped): a truncated or garbled file
+    fails now, when its stage can still be moved aside and trained again, not when it is used."""
+    load_artifact(path, mmap=True)
 
 
 @dataclass
@@ -106,6 +132,21 @@ class ArtifactStore:
     # called with (stage directory name, outcome, seconds) when a stage is ready
     on_ready: Callable[[str, str, float], None] | None = None
     training: dict[str, Any] = field(default_factory=dict)
+
+    def interrupted(self) -> str:
+        """What an interrupted run leaves here, and how to continue it."""
+        root = Path(self.root)
+        partial = sorted(root.glob("*.partial")) if root.is_dir() else []
+        resumable = [p.name for p in partial if (p / "checkpoints" / "last.ckpt").is_file()]
+        complete = sorted(p.name for p in root.glob("*-*") if (p / MARKER).is_file())
+        lines = [f"the artifact directory {root} keeps {len(complete)} complete stage(s)"]
+        if resumable:
+            lines.append(f"and the last epoch checkpoint of {', '.join(resumable)}")
+        return (
+            " ".join(lines)
+            + ". Rerun the same command to continue: complete stages are reused"
+            + (", the interrupted one resumes from its checkpoint." if resumable else ".")
+        )
 
     def stage(self, name: str, *depends_on: Any) -> CachedStage:
         """The stage keyed by ``depends_on``. Creating it seeds the global random generators from
@@ -157,9 +198,8 @@ class CachedStage:
         except UNREADABLE as error:
             moved = self._quarantine()
             log.warning(
-                "%s: artifact is unreadable (%s: %s); moved it to %s and training it again",
+                "%s: artifact is unreadable (%s); moved it to %s and training it again",
                 self.name,
-                type(error).__name__,
                 error,
                 moved,
             )
@@ -204,21 +244,17 @@ class CachedStage:
         resumed = (self.work_dir / "checkpoints" / "last.ckpt").is_file()
         self.outcome = "resumed" if resumed else "trained"
         L.seed_everything(self.seed, workers=True, verbose=False)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         try:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
             metrics = train(self.work_dir) or {}
             if rank_zero_only.rank == 0:
                 self._publish(metrics, time.perf_counter() - start)
-        except OSError as error:
-            if error.errno == errno.ENOSPC or "unexpected pos" in str(error):
-                raise OSError(
-                    errno.ENOSPC,
-                    f"no space left on the device while writing {self.work_dir}. Free space or "
-                    "point paths.artifact_dir (OOD_ARTIFACT_DIR) at a larger disk, then rerun: "
-                    "the stage resumes from its last checkpoint",
-                ) from error
-            raise
+        except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError
+            translated = storage_error(error, self.work_dir)
+            if translated is None:
+                raise
+            raise translated from error
 
     def _publish(self, metrics: dict[str, float], seconds: float) -> None:
         """Marker last, then one rename: readers see a complete directory or none."""

@@ -25,11 +25,15 @@ from torch.utils.data import DataLoader
 
 from ood_nolabels.core.timings import Timings
 from ood_nolabels.data.datamodule import OODDataModule
+from ood_nolabels.data.sampling import EpochShuffle
+from ood_nolabels.data.splits import NORMAL_TRAIN
 from ood_nolabels.engine.artifacts import ArtifactStore, CachedStage
 from ood_nolabels.engine.extraction import FeatureExtractor
 from ood_nolabels.engine.loggers import start_stage
 
 log = logging.getLogger(__name__)
+
+MIN_NORMAL_IMAGES = 10
 
 # Trainer settings that change what a stage learns or extracts, with the values that mean
 # Lightning's default: any other value joins every stage's cache key (:func:`training_key`).
@@ -42,17 +46,39 @@ TRAINING_DEFAULTS: dict[str, tuple[Any, ...]] = {
 }
 
 
-def training_key(trainer: DictConfig) -> dict[str, Any]:
-    """The trainer settings of :data:`TRAINING_DEFAULTS` whose values are not the defaults.
+def world_size(trainer: DictConfig) -> int:
+    """How many processes train: devices per node (``auto`` / -1: every visible GPU, one process
+    on a CPU) times nodes, as Lightning counts them."""
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if isinstance(devices, int) and devices > 0:
+        count = devices
+    elif isinstance(devices, Sequence) and not isinstance(devices, str):
+        count = len(devices)
+    else:
+        accelerator = str(trainer.get("accelerator", "auto"))
+        gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
+        count = max(gpus, 1)
+    return count * int(trainer.get("num_nodes") or 1)
 
-    Empty for a default fp32 run, so its stage keys are those of the stages' own inputs alone.
+
+def training_key(trainer: DictConfig) -> dict[str, Any]:
+    """The trainer settings of :data:`TRAINING_DEFAULTS` whose values are not the defaults, and
+    the number of training processes when it is not 1 (SimCLR's negatives, BatchNorm's batches
+    and the global batch depend on it).
+
+    Empty for a default fp32 run on one process, so its stage keys are those of the stages' own
+    inputs alone.
     """
     settings = OmegaConf.to_container(trainer, resolve=True)
-    return {
+    key = {
         name: settings[name]
         for name, defaults in TRAINING_DEFAULTS.items()
         if settings.get(name) not in defaults
     }
+    processes = world_size(trainer)
+    return key | ({"world_size": processes} if processes != 1 else {})
 
 
 def check_trainer(trainer: DictConfig) -> None:
@@ -82,8 +108,8 @@ class Runtime:
 
     ``trainer`` and ``callbacks`` are the configs of the ``trainer`` and ``callbacks`` groups
     (a fresh Trainer is built for every stage); ``trainer.max_epochs``, when set, caps every
-    stage's epochs (the ``debug`` configs). ``data_key`` identifies the normal training data in
-    the stages' cache keys.
+    stage's epochs (the ``debug`` configs). :attr:`data_key` identifies the normal training
+    images in the stages' cache keys.
     """
 
     datamodule: OODDataModule
@@ -91,14 +117,27 @@ class Runtime:
     trainer: DictConfig
     callbacks: Mapping[str, DictConfig] = field(default_factory=dict)
     loggers: list[Logger] = field(default_factory=list)
-    data_key: Any = None
     timings: Timings = field(default_factory=Timings)
 
+    @property
+    def data_key(self) -> dict[str, str]:
+        """The normal training images as a stage key: their fingerprint (their content, not
+        their path), so the same images anywhere reuse a stage and changed images retrain it."""
+        return {"normal_train": self.datamodule.fingerprint(NORMAL_TRAIN)}
+
     def preflight(self) -> None:
-        """What every run needs, checked before any method starts: the trainer settings and
-        every data set present and readable."""
+        """What every run needs, checked before any method starts: the trainer settings, every
+        data set present and readable, and enough normal training images to describe the normal
+        data at all."""
         check_trainer(self.trainer)
         self.datamodule.setup()
+        count = len(self.datamodule.images[NORMAL_TRAIN])
+        if count < MIN_NORMAL_IMAGES:
+            raise ValueError(
+                f"only {count} normal training image(s): a detector needs at least "
+                f"{MIN_NORMAL_IMAGES} to describe the normal data (the kNN bank and the "
+                "Mahalanobis statistics are fitted on them); add normal training images"
+            )
 
     def stage(self, name: str, *depends_on: Any) -> CachedStage:
         """A cached stage keyed by ``depends_on`` (and the run seed)."""
@@ -144,7 +183,10 @@ class Runtime:
         callbacks: Sequence[L.Callback] = (),
     ) -> None:
         """Train one stage for ``epochs`` (capped by :meth:`epochs`), resuming from
-        ``directory/checkpoints/last.ckpt`` when a run was cut."""
+        ``directory/checkpoints/last.ckpt`` when a run was cut. A loader whose sampler is an
+        :class:`~ood_nolabels.data.sampling.EpochShuffle` reads the trainer's epoch, so each
+        epoch's batches and random stream are its own and a resumed run ends as an
+        uninterrupted one."""
         last = directory / "checkpoints" / "last.ckpt"
         # One file, overwritten at every epoch end (no monitor: the latest epoch is the one kept).
         checkpoint = ModelCheckpoint(
@@ -158,6 +200,8 @@ class Runtime:
             max_epochs=self.epochs(epochs),
             default_root_dir=directory,
         )
+        if isinstance(loader.sampler, EpochShuffle):
+            loader.sampler.epoch = lambda: trainer.current_epoch
         trainer.fit(module, train_dataloaders=loader, ckpt_path=last if last.exists() else None)
 
     @rank_zero_only

@@ -15,6 +15,8 @@ set each scorer's threshold. The file holds only tensors and plain containers, s
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,26 @@ def without_pretrained_weights(config: Mapping[str, Any]) -> dict[str, Any]:
     if "checkpoint_path" in config:
         config["checkpoint_path"] = None
     return config
+
+
+def read_detector_file(path: Path) -> Any:
+    """The file's contents, read with ``weights_only=True``: tensors and plain containers only.
+    A damaged file, or a pickle holding other objects, is a ``ValueError`` that says which, and
+    the pickle is never unpickled (that could run code)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} is not a detector written by ood-nolabels: it holds Python objects other "
+            "than tensors and plain containers, and will not be unpickled (unpickling can run "
+            "code). Score with the detector.pt of a run, or rerun the training to write one"
+        ) from error
+    except (RuntimeError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{path} cannot be read as a detector file: it is truncated or damaged "
+            f"({type(error).__name__}: {error}). Rerun the training that wrote it, or copy it "
+            "again"
+        ) from error
 
 
 @dataclass
@@ -115,7 +137,7 @@ class Detector:
             raise FileNotFoundError(
                 f"no detector at {path}: pass a run directory or its {DETECTOR_FILE}"
             )
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = read_detector_file(path)
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise ValueError(f"{path} is not an ood-nolabels detector file")
         if payload["version"] != VERSION:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from ood_nolabels.data.images import IndexedDataset, LabeledImages
 from ood_nolabels.data.splits import NORMAL_TRAIN
-from ood_nolabels.engine.artifacts import CachedStage, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import CachedStage, load_rows, save_artifact
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.models.precomputed import identity
@@ -64,5 +64,8 @@ def pretrained_features(
         loaders = {NORMAL_TRAIN: runtime.datamodule.loader(NORMAL_TRAIN, model.transform())}
         save_artifact(runtime.extract(model, loaders)[NORMAL_TRAIN], work_dir / "features.pt")
 
-    features = stage.run(train, lambda directory: load_artifact(directory / "features.pt"))
+    def load(directory: Path) -> torch.Tensor:
+        return load_rows(directory / "features.pt", len(runtime.datamodule.images[NORMAL_TRAIN]))
+
+    features = stage.run(train, load)
     return model, features, stage

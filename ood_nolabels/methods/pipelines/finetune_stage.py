@@ -15,7 +15,12 @@ from omegaconf import DictConfig
 
 from ood_nolabels.data.images import IndexedDataset
 from ood_nolabels.data.splits import NORMAL_TRAIN
-from ood_nolabels.engine.artifacts import CachedStage, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import (
+    CachedStage,
+    load_artifact,
+    save_artifact,
+    verify_artifact,
+)
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.modules.finetune import FinetuneModule
@@ -64,8 +69,13 @@ def finetune(
         save_artifact(backbone.state_dict(), work_dir / "averaged.pt")
 
     def load(directory: Path) -> list[Path]:
-        backbone.load_state_dict(load_artifact(directory / "averaged.pt"))
+        # Every file checked before the backbone changes: a retrain starts from the pretrained
+        # weights.
         snapshots = EpochSnapshots(directory / "epochs")
-        return [snapshots.path(e) for e in range(runtime.epochs(config.epochs))]
+        paths = [snapshots.path(e) for e in range(runtime.epochs(config.epochs))]
+        for path in paths:
+            verify_artifact(path)
+        backbone.load_state_dict(load_artifact(directory / "averaged.pt"))
+        return paths
 
     return stage.run(train, load), stage

@@ -11,7 +11,7 @@ from torch import nn
 
 from ood_nolabels.core.neighbors import mine_neighbors, neighbor_purity
 from ood_nolabels.data.splits import NORMAL_TRAIN
-from ood_nolabels.engine.artifacts import CachedStage, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import CachedStage, load_rows, save_artifact
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.modules.simclr import SimCLRModule
 
@@ -96,7 +96,10 @@ def _mining_stage(
         return {"cluster/mining/neighbor_purity": neighbor_purity(neighbors, labels)}
 
     def load(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        return load_artifact(directory / "neighbors.pt"), load_artifact(directory / "features.pt")
+        count = len(runtime.datamodule.images[NORMAL_TRAIN])
+        return load_rows(directory / "neighbors.pt", count), load_rows(
+            directory / "features.pt", count
+        )
 
     neighbors, mined = stage.run(train, load)
     return neighbors, mined, stage

@@ -14,7 +14,12 @@ from ood_nolabels.core.cluster_metrics import cluster_metrics, prefixed
 from ood_nolabels.core.kmeans import kmeans_clusters
 from ood_nolabels.data.images import LabeledImages, NeighborsDataset
 from ood_nolabels.data.splits import NORMAL_TRAIN
-from ood_nolabels.engine.artifacts import CachedStage, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import (
+    CachedStage,
+    load_artifact,
+    load_rows,
+    save_artifact,
+)
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.methods.pipelines.features_stage import plain_loader
 from ood_nolabels.methods.pipelines.recipes import augmentation_for
@@ -112,8 +117,10 @@ def train_scan(
         return metrics
 
     def load(directory: Path) -> torch.Tensor:
+        # Both files read before the module changes: a retrain starts from the fresh heads.
+        predictions = load_rows(directory / "pseudo_labels.pt", len(images))
         module.load_state_dict(load_artifact(directory / "scan.pt"))
-        return load_artifact(directory / "pseudo_labels.pt")
+        return predictions
 
     predictions = stage.run(train, load)
     return module.cluster_model(), predictions, stage

@@ -11,7 +11,12 @@ from omegaconf import DictConfig
 
 from ood_nolabels.data.augment import PairedViews
 from ood_nolabels.data.images import IndexedDataset, LabeledImages
-from ood_nolabels.engine.artifacts import CachedStage, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import (
+    CachedStage,
+    load_artifact,
+    load_rows,
+    save_artifact,
+)
 from ood_nolabels.engine.runtime import Runtime
 from ood_nolabels.methods.pipelines.features_stage import plain_loader
 from ood_nolabels.methods.pipelines.recipes import augmentation_for
@@ -62,7 +67,9 @@ def train_selflabel(
         return metrics
 
     def load(directory: Path) -> torch.Tensor:
+        # Both files read before the model changes: a retrain starts from the SCAN model.
+        predictions = load_rows(directory / "pseudo_labels.pt", len(images))
         model.load_state_dict(load_artifact(directory / "selflabel.pt"))
-        return load_artifact(directory / "pseudo_labels.pt")
+        return predictions
 
     return stage.run(train, load), stage

@@ -47,11 +47,17 @@ def check_num_clusters(num_clusters: object, num_images: int) -> int:
         )
     if num_clusters < 2:
         raise ValueError(f"K (the number of clusters) must be >= 2, got {num_clusters}")
+    most = num_images // MIN_IMAGES_PER_CLUSTER
+    if num_clusters > num_images and most < 2:
+        raise ValueError(
+            f"K={num_clusters} clusters but only {num_images} normal training images: too few "
+            f"to cluster at all (K=2 needs {2 * MIN_IMAGES_PER_CLUSTER}, at least "
+            f"{MIN_IMAGES_PER_CLUSTER} per cluster); add normal training images"
+        )
     if num_clusters > num_images:
         raise ValueError(
             f"K={num_clusters} clusters but only {num_images} normal training images: choose "
-            f"K <= {num_images // MIN_IMAGES_PER_CLUSTER} (at least {MIN_IMAGES_PER_CLUSTER} "
-            "images per cluster)"
+            f"K <= {most} (at least {MIN_IMAGES_PER_CLUSTER} images per cluster)"
         )
     if num_clusters * MIN_IMAGES_PER_CLUSTER > num_images:
         log.warning(
@@ -101,9 +107,22 @@ class PseudoLabelSource(ABC):
             f"{k}: {g:.4f}" for k, g in zip(choice.k_values, choice.gaps, strict=True)
         )
         log.info("K=auto chose K=%d (eigengap by K: %s)", choice.k, curve)
+        if choice.k in (choice.k_values[0], choice.k_values[-1]):
+            log.warning(
+                "K=auto chose K=%d, a bound of its range [%d, %d]: the eigengap found no clear "
+                "number of clusters inside it. Widen pseudo_labels.auto_k (k_min, k_max) or give "
+                "K; the curve is in plots/auto_k.png",
+                choice.k,
+                choice.k_values[0],
+                choice.k_values[-1],
+            )
         return choice.k, choice
 
 
 def auto_k_metrics(choice: KChoice | None) -> dict[str, float]:
-    """``{"auto_k/K": K}`` for ``metrics.json`` when K was chosen, else nothing."""
-    return {} if choice is None else {"auto_k/K": float(choice.k)}
+    """``{"auto_k/K": K, "auto_k/at_bound": 0 or 1}`` for ``metrics.json`` when K was chosen (1:
+    the choice is a bound of the range, no clear number of clusters), else nothing."""
+    if choice is None:
+        return {}
+    at_bound = choice.k in (choice.k_values[0], choice.k_values[-1])
+    return {"auto_k/K": float(choice.k), "auto_k/at_bound": float(at_bound)}
