@@ -3,12 +3,12 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 STAMP := .make/installed
 
-.PHONY: install demo test test-fast lint format clean bench gpu-check
+.PHONY: install demo test test-fast lint docs format clean bench gpu-check
 
 # torch first and pinned: a torch range alone would pull a newer multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PIP) install "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,docs]"
 	@mkdir -p $(@D) && touch $@
 
 install: $(STAMP)
@@ -36,10 +36,14 @@ lint: $(STAMP)
 	$(PYTHON) -m ruff format --check ood_nolabels tests benchmarks
 	lint-imports
 
+# The docs site into site/; --strict: a broken link, snippet or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
+
 format: $(STAMP)
 	$(PYTHON) -m ruff format ood_nolabels tests benchmarks
 	$(PYTHON) -m ruff check --fix ood_nolabels tests benchmarks
 
 clean:
-	rm -rf outputs multirun_outputs/* wandb lightning_logs .pytest_cache .ruff_cache .make
+	rm -rf outputs multirun_outputs/* site wandb lightning_logs .pytest_cache .ruff_cache .make
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,10 +1,30 @@
-"""Small helpers shared by test modules: a quiet trainer, tiny backbones, a frozen optimizer."""
+"""Small helpers shared by test modules: a quiet trainer, tiny backbones, a frozen optimizer,
+random images, small data sets written in their real formats, a fake finished run.
+
+Importable as ``helpers`` from every test directory: pytest puts tests/ (the first folder
+upwards without an ``__init__.py``) on ``sys.path``.
+"""
+
+import hashlib
+import pickle
+from pathlib import Path
 
 import lightning as L
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.datasets import CIFAR10
 
+from ood_nolabels.data.datamodule import NORMAL_TRAIN
+from ood_nolabels.data.folders import FolderSource
+from ood_nolabels.engine.evaluation import EvaluationResult
+from ood_nolabels.methods.base import RunResult
 from ood_nolabels.models.backbones import Backbone
+
+# -- training ------------------------------------------------------------------------------------
 
 
 def quiet_trainer(**kwargs) -> L.Trainer:
@@ -19,9 +39,16 @@ def quiet_trainer(**kwargs) -> L.Trainer:
     return L.Trainer(**(defaults | kwargs))
 
 
+def fit(module: L.LightningModule, loader: DataLoader, epochs: int = 1) -> None:
+    quiet_trainer(max_epochs=epochs).fit(module, loader)
+
+
 def frozen_sgd(params) -> torch.optim.Optimizer:
     """An optimizer that never moves the weights (lr 0): losses can be recomputed afterwards."""
     return torch.optim.SGD(params, lr=0.0)
+
+
+# -- backbones -----------------------------------------------------------------------------------
 
 
 def conv_backbone(
@@ -43,3 +70,100 @@ def linear_backbone(image_size: int = 4, dim: int = 8) -> Backbone:
     """flatten -> linear: the smallest backbone with parameters."""
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, dim))
     return Backbone(model, dim, image_size, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def tiny_backbone(dim: int = 8, batch_norm: bool = False) -> Backbone:
+    layers = [nn.Flatten(), *([nn.BatchNorm1d(3 * 4 * 4)] if batch_norm else [])]
+    model = nn.Sequential(*layers, nn.Linear(3 * 4 * 4, dim))
+    return Backbone(model, feature_dim=dim, image_size=4, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+# -- images --------------------------------------------------------------------------------------
+
+
+def image(size: int = 32, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    shape = (size, size, 3) if mode == "RGB" else (size, size)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+
+
+def noise_image(size: int = 32, seed: int = 0, width: int | None = None) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, width or size, 3), dtype=np.uint8))
+
+
+# -- data sets on disk ---------------------------------------------------------------------------
+
+HW = 32
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def random_images(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, (n, HW, HW, 3), dtype=np.uint8)
+
+
+def write_cifar(root: Path, reader: type[CIFAR10], monkeypatch: pytest.MonkeyPatch, seed: int = 0):
+    """Write every file of ``reader``'s release; returns {split: (images, labels)}.
+
+    Batches hold rows of 3072 bytes (the R, G, B planes) as in the official pickles; keys are
+    ``str``, which is what the Python 2 originals load as under torchvision's latin1 decoding.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / reader.base_folder
+    folder.mkdir(parents=True)
+    label_key = "labels" if reader is CIFAR10 else "fine_labels"
+    expected = {}
+    for split, listed in (("train", reader.train_list), ("test", reader.test_list)):
+        images, labels, table = [], [], []
+        for name, _md5 in listed:
+            batch = random_images(rng, 3)
+            batch_labels = rng.integers(0, 10, len(batch)).tolist()
+            rows = batch.transpose(0, 3, 1, 2).reshape(len(batch), 3 * HW * HW)
+            with open(folder / name, "wb") as file:
+                pickle.dump({"data": rows, label_key: batch_labels}, file, protocol=2)
+            images.append(batch)
+            labels += batch_labels
+            table.append([name, md5(folder / name)])
+        monkeypatch.setattr(reader, f"{split}_list", table)
+        expected[split] = (np.concatenate(images), np.array(labels))
+    meta = folder / reader.meta["filename"]
+    with open(meta, "wb") as file:
+        pickle.dump({reader.meta["key"]: [f"class{i}" for i in range(10)]}, file, protocol=2)
+    monkeypatch.setattr(reader, "meta", {**reader.meta, "md5": md5(meta)})
+    return expected
+
+
+def write_image(path: Path, value: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, 0, 0)).save(path)
+
+
+def folder(root: Path, name: str = "imagefolder_ood") -> FolderSource:
+    return FolderSource(str(root), train_dir=None, test_dir=".", name=name)
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def trained_nothing(tmp_path: Path) -> bool:
+    artifacts = tmp_path / "artifacts"
+    return not artifacts.exists() or not any(artifacts.glob("*-*[0-9a-f]"))
+
+
+def fake_result(datamodule, with_labels: bool = True) -> RunResult:
+    """A finished run on the synthetic data: random features, their kNN-like scores."""
+    generator = torch.Generator().manual_seed(0)
+    features = {
+        split: torch.randn(len(images), 8, generator=generator)
+        for split, images in datamodule.images.items()
+    }
+    scores = {"knn": {s: f.norm(dim=1) for s, f in features.items() if s != NORMAL_TRAIN}}
+    evaluation = EvaluationResult(scores=scores, features=features)
+    metrics = {"ood/synthetic_4_5/knn/auroc": 0.9, "ood_epoch0/synthetic_4_5/knn/auroc": 0.8}
+    metrics["ood_epoch1/synthetic_4_5/knn/auroc"] = 0.85
+    labels = torch.arange(len(features[NORMAL_TRAIN])) % 4 if with_labels else None
+    reference = features if with_labels else None
+    return RunResult(metrics, evaluation, train_labels=labels, reference_features=reference)
