@@ -167,3 +167,23 @@ def fake_result(datamodule, with_labels: bool = True) -> RunResult:
     labels = torch.arange(len(features[NORMAL_TRAIN])) % 4 if with_labels else None
     reference = features if with_labels else None
     return RunResult(metrics, evaluation, train_labels=labels, reference_features=reference)
+
+
+def auroc_from_scores(run_dir: Path, ood_set: str, scorer: str) -> float:
+    """The AUROC of a run recomputed by scikit-learn from its ``scores.csv`` (OOD positive)."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    scores = pd.read_csv(run_dir / "scores.csv")
+    scores = scores[(scores.scorer == scorer) & scores.split.isin(["normal_test", ood_set])]
+    return float(roc_auc_score(scores.split == ood_set, scores.score))
+
+
+def hungarian_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
+    """Clustering accuracy under the best one-to-one matching of clusters to classes."""
+    from scipy.optimize import linear_sum_assignment
+
+    counts = np.zeros((pred.max() + 1, target.max() + 1))
+    np.add.at(counts, (pred, target), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(pred))

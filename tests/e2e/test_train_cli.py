@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import auroc_from_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,8 @@ def test_cli_runs_and_writes_results(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| synthetic_4_5 | knn" in result.stdout
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert 0.0 <= metrics["ood/synthetic_4_5/knn/auroc"] <= 1.0
+    expected = auroc_from_scores(tmp_path / "run", "synthetic_4_5", "knn")
+    assert metrics["ood/synthetic_4_5/knn/auroc"] == pytest.approx(expected, abs=1e-6)
     assert (tmp_path / "run" / "csv").is_dir()
 
 
