@@ -16,11 +16,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PYTHON) -m ood_nolabels.train +experiment=digits
 
+# One process per core (pytest-xdist), one torch thread each: the tests are many small runs, and
+# two 2-thread processes on 2 cores only fight for them.
+TEST_ARGS := -q -n auto
 test: $(STAMP)
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest $(TEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PYTHON) -m pytest $(TEST_ARGS) -m "not slow"
 
 # Every stage as a ratio to a bare PyTorch loop; rewrites benchmarks/RESULTS.md (about 10 min).
 bench: $(STAMP)
