@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ood_nolabels.engine.artifacts import ArtifactStore, load_artifact, save_artifact
+from ood_nolabels.engine.artifacts import (
+    ArtifactStore,
+    UnreadableArtifact,
+    load_artifact,
+    load_rows,
+    save_artifact,
+)
 
 
 def random_artifact(work_dir: Path) -> dict:
@@ -98,3 +104,12 @@ def test_a_full_disk_is_reported_as_such(tmp_path):
 
     with pytest.raises(OSError, match="no space left on the device.*artifact_dir"):
         ArtifactStore(tmp_path).stage("demo", 1).run(full, load_weights)
+
+
+def test_a_per_image_artifact_of_other_images_is_refused_as_unreadable(tmp_path):
+    """Pseudo-labels of 5 images never reach a run of 4: the stage is moved aside and retrained."""
+    path = tmp_path / "pseudo_labels.pt"
+    torch.save(torch.arange(5), path)
+    assert torch.equal(load_rows(path, 5), torch.arange(5))
+    with pytest.raises(UnreadableArtifact, match=r"pseudo_labels.pt holds 5 rows for 4 images"):
+        load_rows(path, 4)
