@@ -120,6 +120,12 @@ class Runtime:
     timings: Timings = field(default_factory=Timings)
 
     @property
+    def num_normal_images(self) -> int:
+        """How many normal training images the run has: every per-image artifact has as many
+        rows."""
+        return len(self.datamodule.images[NORMAL_TRAIN])
+
+    @property
     def data_key(self) -> dict[str, str]:
         """The normal training images as a stage key: their fingerprint (their content, not
         their path), so the same images anywhere reuse a stage and changed images retrain it."""
@@ -131,7 +137,7 @@ class Runtime:
         data at all."""
         check_trainer(self.trainer)
         self.datamodule.setup()
-        count = len(self.datamodule.images[NORMAL_TRAIN])
+        count = self.num_normal_images
         if count < MIN_NORMAL_IMAGES:
             raise ValueError(
                 f"only {count} normal training image(s): a detector needs at least "

@@ -65,7 +65,7 @@ def pretrained_features(
         save_artifact(runtime.extract(model, loaders)[NORMAL_TRAIN], work_dir / "features.pt")
 
     def load(directory: Path) -> torch.Tensor:
-        return load_rows(directory / "features.pt", len(runtime.datamodule.images[NORMAL_TRAIN]))
+        return load_rows(directory / "features.pt", runtime.num_normal_images)
 
     features = stage.run(train, load)
     return model, features, stage

@@ -96,7 +96,7 @@ def _mining_stage(
         return {"cluster/mining/neighbor_purity": neighbor_purity(neighbors, labels)}
 
     def load(directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        count = len(runtime.datamodule.images[NORMAL_TRAIN])
+        count = runtime.num_normal_images
         return load_rows(directory / "neighbors.pt", count), load_rows(
             directory / "features.pt", count
         )

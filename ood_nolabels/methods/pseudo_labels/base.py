@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 
 from ood_nolabels.core.eigengap import KChoice, eigengap_k
-from ood_nolabels.data.splits import NORMAL_TRAIN
 from ood_nolabels.engine.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class PseudoLabelSource(ABC):
     def preflight(self, runtime: Runtime) -> None:
         """K checked against the data, before any stage trains (``auto`` is chosen later)."""
         if self.num_clusters != AUTO:
-            check_num_clusters(self.num_clusters, len(runtime.datamodule.images[NORMAL_TRAIN]))
+            check_num_clusters(self.num_clusters, runtime.num_normal_images)
 
     @abstractmethod
     def labels(self, runtime: Runtime) -> PseudoLabels:
@@ -97,7 +96,7 @@ class PseudoLabelSource(ABC):
         logged (``auto_k/eigengap`` by K, ``auto_k/K``) and returned for the figure."""
         if self.num_clusters != AUTO:
             return int(self.num_clusters), None
-        num_images = len(runtime.datamodule.images[NORMAL_TRAIN])
+        num_images = runtime.num_normal_images
         k_max = min(self.auto_k["k_max"], num_images - 2)
         choice = eigengap_k(neighbors(), self.auto_k["k_min"], k_max)
         for k, gap in zip(choice.k_values, choice.gaps, strict=True):
