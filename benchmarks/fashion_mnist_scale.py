@@ -5,7 +5,8 @@ Runs a preset (default ``+experiment=fmnist``, the method) in this process at 50
 from an empty artifact directory, and prints one table: for every step of the run's own timing
 table (the cached stages, each model's scoring, the figures) its wall time and the peak resident
 memory of the process while it ran (sampled every 0.2 s with psutil), so the growth of feature
-extraction, mining, clustering, finetuning and scoring is visible::
+extraction, mining, clustering, finetuning and scoring is visible; then what each run measured
+(AUROC, stage-1 accuracy, feature drift)::
 
     python -m benchmarks.fashion_mnist_scale                       # about 2 hours on 2 cores
     python -m benchmarks.fashion_mnist_scale --per-class 100 300 --experiment fmnist_small
@@ -56,8 +57,11 @@ class MemorySampler:
         return max(inside, default=0)
 
 
-def measure(experiment: str, per_class: int, overrides: Sequence[str]) -> list[list[str]]:
-    """One run at ``per_class`` images per class: ``[step, images, seconds, peak MiB]`` rows."""
+def measure(
+    experiment: str, per_class: int, overrides: Sequence[str]
+) -> tuple[list[list[str]], dict[str, float]]:
+    """One run at ``per_class`` images per class: ``[step, images, seconds, peak MiB]`` rows,
+    and the run's metrics."""
     steps: list[tuple[str, str, float, float]] = []  # (step, outcome, seconds, end time)
     original = Timings.add
 
@@ -77,7 +81,7 @@ def measure(experiment: str, per_class: int, overrides: Sequence[str]) -> list[l
                 output_dir=Path(work) / "run",
             )
             start = time.perf_counter()
-            run(cfg)
+            metrics = run(cfg)
             total = time.perf_counter() - start
             rows = [
                 [
@@ -97,7 +101,25 @@ def measure(experiment: str, per_class: int, overrides: Sequence[str]) -> list[l
     finally:
         Timings.add = original
     images = f"{per_class * len(cfg.dataset.classes):,}"
-    return [[step, images, seconds, peak] for step, seconds, peak in rows]
+    return [[step, images, seconds, peak] for step, seconds, peak in rows], metrics
+
+
+QUALITY = {
+    "kNN AUROC": "ood/held_out_classes/knn/auroc",
+    "Mahalanobis AUROC": "ood/held_out_classes/mahalanobis/auroc",
+    "stage-1 accuracy": "cluster/acc",
+    "linear CKA": "drift/linear_cka",
+}
+
+
+def quality_row(images: str, metrics: dict[str, float]) -> list[str]:
+    """AUROCs and accuracy in percent, drift as is; "-" for what the run did not measure."""
+    cells = []
+    for name, key in QUALITY.items():
+        value = metrics.get(key)
+        scale = 1 if name == "linear CKA" else 100
+        cells.append("-" if value is None else f"{scale * value:.{3 if scale == 1 else 1}f}")
+    return [images, *cells]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -106,10 +128,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[500, 2000, 6000])
     parser.add_argument("overrides", nargs="*", help="more overrides for every run")
     args = parser.parse_args(argv)
-    rows = [row for n in args.per_class for row in measure(args.experiment, n, args.overrides)]
+    rows, quality = [], []
+    for n in args.per_class:
+        steps, metrics = measure(args.experiment, n, args.overrides)
+        rows += steps
+        quality.append(quality_row(steps[0][1], metrics))
     header = ["step", "normal training images", "seconds", "peak memory (MiB)"]
     print(f"+experiment={args.experiment}, {psutil.cpu_count()} CPUs\n")
-    print(markdown_table(header, rows))
+    print(markdown_table(header, rows), "\n")
+    print(markdown_table(["normal training images", *QUALITY], quality))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch
 
 from ood_nolabels.core.tables import markdown_table
 from ood_nolabels.inference.detector import Detector
+from ood_nolabels.inference.extract import process_devices
 from ood_nolabels.inference.inputs import ScoredImages, image_paths
 
 
@@ -43,6 +44,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="threshold keeping this fraction of the run's normal test images (default: saved)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="extract features data-parallel in N processes: one GPU each (cuda:0..N-1) for a "
+        "GPU detector, else N CPU processes sharing the threads; the same scores as one",
     )
     parser.add_argument("--num-workers", type=int, default=0, help="image-loading processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         detector = Detector.load(args.detector, args.device)
+        process_devices(detector.device, args.devices)  # enough GPUs: checked before any work
         groups = [image_paths([item]) for item in args.inputs]
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -99,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_workers=args.num_workers,
         progress=not args.no_progress,
         group_sizes=[len(group) for group in groups],
+        processes=args.devices,
     )
     seconds = time.perf_counter() - start
     for index, problem in sorted(scored.unreadable.items()):

@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
@@ -21,6 +22,7 @@ from torchvision.datasets import CIFAR10
 from ood_nolabels.data.datamodule import NORMAL_TRAIN
 from ood_nolabels.data.folders import FolderSource
 from ood_nolabels.engine.evaluation import EvaluationResult
+from ood_nolabels.inference.detector import Detector
 from ood_nolabels.methods.base import RunResult
 from ood_nolabels.models.backbones import Backbone
 
@@ -187,3 +189,24 @@ def hungarian_accuracy(pred: np.ndarray, target: np.ndarray) -> float:
     np.add.at(counts, (pred, target), 1)
     rows, cols = linear_sum_assignment(-counts)
     return float(counts[rows, cols].sum() / len(pred))
+
+
+def small_detector() -> tuple[Detector, list[Image.Image]]:
+    """A SmallCNN detector with random weights, unusual preprocessing, both scorers fitted."""
+    config = {"_target_": "ood_nolabels.models.small_cnn.SmallCNNBackbone", "width": 4}
+    torch.manual_seed(0)
+    backbone = instantiate(config).eval()
+    backbone.mean, backbone.image_size = (0.2, 0.4, 0.6), 12  # must survive the round trip
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)) for _ in range(40)]
+    with torch.no_grad():
+        features = backbone(torch.stack([backbone.transform()(i) for i in images]))
+    scorer_configs = {
+        "knn": {"_target_": "ood_nolabels.scorers.knn.KNNScorer", "k": 2},
+        "mahalanobis": {"_target_": "ood_nolabels.scorers.mahalanobis.MahalanobisScorer"},
+    }
+    labels = torch.arange(30) % 3
+    scorers = {n: instantiate(c).fit(features[:30], labels) for n, c in scorer_configs.items()}
+    normal = {n: s.score(features[30:]) for n, s in scorers.items()}
+    detector = Detector(backbone, config, scorers, scorer_configs, normal, labels, 3)
+    return detector, images

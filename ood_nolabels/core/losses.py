@@ -33,13 +33,17 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must be (N, D) of equal shape, got {z1.shape}, {z2.shape}")
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    logits = z @ z.T / temperature
-    # An anchor is never its own negative: exclude the diagonal from the softmax.
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    targets = torch.arange(2 * n, device=z.device).roll(n)
-    return F.cross_entropy(logits, targets)
+    # In at least float32 outside autocast: bf16 logits (3 significant digits) divided by a
+    # small temperature would round the softmax the loss is made of.
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    with torch.autocast(z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1, z2]).to(dtype), dim=1)
+        logits = z @ z.T / temperature
+        # An anchor is never its own negative: exclude the diagonal from the softmax.
+        self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+        logits = logits.masked_fill(self_mask, float("-inf"))
+        targets = torch.arange(2 * n, device=z.device).roll(n)
+        return F.cross_entropy(logits, targets)
 
 
 def entropy(probabilities: torch.Tensor) -> torch.Tensor:

@@ -65,3 +65,32 @@ def neighbor_purity(
     others = neighbors != torch.arange(len(neighbors)).unsqueeze(1)
     same = labels[neighbors] == labels.unsqueeze(1)
     return ((same & others).sum() / others.sum()).item()
+
+
+def neighbor_modularity(
+    neighbors: torch.Tensor | np.ndarray, clusters: torch.Tensor | np.ndarray
+) -> float:
+    """Modularity of a clustering on the directed k-NN graph (Leicht & Newman 2008).
+
+    ``Q = (1/m) sum_ij [A_ij - k_i^out k_j^in / m] [c_i = c_j]``: the fraction of neighbour
+    edges inside clusters minus the fraction expected by chance with the same degrees and
+    cluster sizes. Unlike the plain agreement with the neighbours, merging two clusters does not
+    raise it for free, so it compares two clusterings of the same images without labels.
+    Entries equal to the anchor's own index are not edges.
+    """
+    neighbors = torch.as_tensor(neighbors).long()
+    clusters = torch.as_tensor(clusters).long()
+    n = len(neighbors)
+    if len(clusters) != n:
+        raise ValueError(f"{len(clusters)} cluster ids for {n} neighbour rows")
+    edges = neighbors != torch.arange(n).unsqueeze(1)
+    m = edges.sum().double()
+    if m == 0:
+        raise ValueError("the neighbour graph has no edge")
+    inside = ((clusters[neighbors] == clusters.unsqueeze(1)) & edges).sum().double() / m
+    num_clusters = int(clusters.max()) + 1
+    out_degree = torch.zeros(num_clusters, dtype=torch.float64).index_add_(
+        0, clusters, edges.sum(dim=1).double()
+    )
+    in_degree = torch.bincount(clusters[neighbors][edges], minlength=num_clusters).double()
+    return float(inside - (out_degree * in_degree).sum() / m**2)

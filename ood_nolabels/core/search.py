@@ -106,3 +106,61 @@ class ExactIndex:
                 values.append(found.values.float().cpu())
             indices.append(found.indices.cpu())
         return torch.cat(values), torch.cat(indices)
+
+
+class IVFIndex:
+    """Approximate k-NN over ``bank``: a faiss inverted-file index (``IndexIVFFlat``).
+
+    The bank is split into ``nlist`` cells by k-means; a query is compared only with the rows of
+    its ``nprobe`` nearest cells, so a search costs about ``nprobe / nlist`` of an exact one. For
+    banks too large for exact search (a million images); recall against :class:`ExactIndex` is
+    measured by ``benchmarks/knn_search.py``. Needs faiss.
+    """
+
+    def __init__(
+        self, bank: torch.Tensor, metric: str = "ip", nlist: int = 1024, nprobe: int = 16
+    ) -> None:
+        if faiss is None:
+            raise ImportError(
+                "the approximate kNN search (scorer.knn.nlist) needs faiss: pip install faiss-cpu, "
+                "or set scorer.knn.nlist=null for the exact search"
+            )
+        if metric not in METRICS:
+            raise ValueError(f"unknown search metric {metric!r}; expected one of {METRICS}")
+        if bank.ndim != 2:
+            raise ValueError(f"the bank must be (N, D), got shape {tuple(bank.shape)}")
+        if not 1 <= nlist <= len(bank):
+            raise ValueError(
+                f"nlist={nlist} cells for {len(bank)} bank rows: use 1 <= nlist <= the bank size "
+                "(about sqrt(N) to 16 sqrt(N)), or nlist=null for the exact search"
+            )
+        if not 1 <= nprobe <= nlist:
+            raise ValueError(f"nprobe={nprobe} must be in [1, nlist={nlist}]")
+        self.bank = bank.detach().float().cpu().contiguous()
+        self.metric = metric
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+        dim = self.bank.shape[1]
+        quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
+        self.index.cp.seed = 0  # k-means initialisation: the same cells for the same bank
+        self.index.train(self.bank.numpy())
+        self.index.add(self.bank.numpy())
+        self.index.nprobe = nprobe
+        self._quantizer = quantizer  # faiss does not own it: keep it alive with the index
+
+    def __len__(self) -> int:
+        return len(self.bank)
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`ExactIndex.search`, on the CPU. A query whose probed cells hold fewer than
+        ``k`` rows has no answer: an error, not a made-up distance."""
+        if not 1 <= k <= len(self.bank):
+            raise ValueError(f"k must be in [1, {len(self.bank)}] (the bank size), got {k}")
+        values, indices = ExactIndex._faiss_search(self.index, queries.detach().float().cpu(), k)
+        short = int((indices < 0).any(dim=1).sum())
+        if short:
+            raise ValueError(
+                f"{short} queries found fewer than k={k} bank rows in their nprobe="
+                f"{self.index.nprobe} cells: raise scorer.knn.nprobe (or lower nlist)"
+            )
+        return values, indices

@@ -38,7 +38,8 @@ def results_table(metrics: dict[str, float], scope: str = FINAL) -> str:
 
 
 def epoch_auroc_table(metrics: dict[str, float]) -> str:
-    """AUROC (%) of each epoch's model, their mean, and the weight-averaged model."""
+    """AUROC (%) of each epoch's model, their mean, and the weight-averaged model; then the
+    feature-drift signals of the same models against the pretrained features (``drift/...``)."""
     keys = ood_metrics_of(metrics)
     aurocs = {key: value for key, value in keys.items() if key.metric == "auroc"}
     epochs = sorted({key.epoch for key in aurocs if key.scope == EPOCH})
@@ -51,4 +52,9 @@ def epoch_auroc_table(metrics: dict[str, float]) -> str:
         cells = [aurocs.get(key.at(EPOCH, e)) for e in epochs]
         cells += [aurocs.get(key.at(EPOCH_MEAN)), aurocs[key]]
         lines.append([f"{key.ood_set} / {key.scorer}", *(percent(c) for c in cells)])
+    signals = sorted(name.split("/", 1)[1] for name in metrics if name.startswith("drift/"))
+    for signal in signals:
+        cells = [metrics.get(f"drift_epoch{e}/{signal}") for e in epochs]
+        cells += [None, metrics[f"drift/{signal}"]]
+        lines.append([f"drift: {signal}", *("-" if c is None else f"{c:.3f}" for c in cells)])
     return markdown_table(header, lines)

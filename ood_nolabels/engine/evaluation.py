@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ood_nolabels.core.feature_drift import feature_drift
 from ood_nolabels.core.metric_keys import EPOCH, EPOCH_MEAN, FINAL, MetricKey
 from ood_nolabels.core.ood_metrics import ood_metrics
 from ood_nolabels.core.timings import Timings
@@ -37,6 +38,7 @@ from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.scorers.base import Scorer
 
 log = logging.getLogger(__name__)
+DRIFT = "drift"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class EvaluationResult:
     ``scores[scorer][split]`` holds one score per image of the normal test split and of each OOD
     set, in dataset order; ``scorers`` the scorers fitted on this model's normal training
     features (those that did not fail). The final model's result also keeps the ``features`` of
-    every split (for the diagnostic figures and the saved detector).
+    every split (for the diagnostic figures and the saved detector). ``drift`` holds the
+    label-free signals of :func:`~ood_nolabels.core.feature_drift.feature_drift` against the
+    pretrained features of the normal test images, when the evaluation was given those.
     """
 
     metrics: dict[MetricKey, float] = field(default_factory=dict)
@@ -54,10 +58,14 @@ class EvaluationResult:
     failures: dict[str, str] = field(default_factory=dict)  # scorer -> what went wrong
     scorers: dict[str, Scorer] = field(default_factory=dict)
     features: dict[str, torch.Tensor] | None = None
+    drift: dict[str, float] = field(default_factory=dict)
+    epoch: int | None = None
 
     def named(self) -> dict[str, float]:
-        """The metrics under their ``metrics.json`` names."""
-        return {str(key): value for key, value in self.metrics.items()}
+        """The metrics under their ``metrics.json`` names (drift as ``drift[_epoch<e>]/...``)."""
+        scope = DRIFT if self.epoch is None else f"{DRIFT}_epoch{self.epoch}"
+        drift = {f"{scope}/{signal}": value for signal, value in self.drift.items()}
+        return {str(key): value for key, value in self.metrics.items()} | drift
 
 
 def epoch_mean(epochs: Mapping[int, EvaluationResult]) -> dict[str, float]:
@@ -89,6 +97,8 @@ class OODEvaluation(L.Callback):
     model's preprocessing; ``train_labels`` (pseudo- or ground-truth classes of the normal
     training set) go to scorers that use them. Every result is kept: ``epochs[e]`` per epoch,
     ``final`` for the model at fit end (or the one evaluated last without an epoch).
+    ``reference``: the pretrained backbone's features of the normal test split, against which
+    every scored model's :func:`~ood_nolabels.core.feature_drift.feature_drift` is measured.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class OODEvaluation(L.Callback):
         every_n_epochs: int | None = 1,
         loggers: Sequence[Logger] = (),
         timings: Timings | None = None,
+        reference: torch.Tensor | None = None,
     ) -> None:
         missing = {NORMAL_TRAIN, NORMAL_TEST} - set(loaders)
         if missing:
@@ -117,6 +128,7 @@ class OODEvaluation(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.loggers = list(loggers)
         self.timings = timings
+        self.reference = reference
         self.epochs: dict[int, EvaluationResult] = {}
         self.final: EvaluationResult | None = None
 
@@ -165,7 +177,12 @@ class OODEvaluation(L.Callback):
         kept = (
             {split: values.cpu() for split, values in features.items()} if epoch is None else None
         )
-        result = EvaluationResult(metrics, scores, failures, fitted, kept)
+        drift = (
+            feature_drift(self.reference, features[NORMAL_TEST].cpu())
+            if self.reference is not None
+            else {}
+        )
+        result = EvaluationResult(metrics, scores, failures, fitted, kept, drift, epoch)
         if epoch is None:
             self.final = result
         else:
@@ -202,6 +219,7 @@ class OODEvaluation(L.Callback):
     @rank_zero_only
     def _log(self, result: EvaluationResult, epoch: int | None, step: int | None) -> None:
         values = {key.series: value for key, value in result.metrics.items()}
+        values |= {f"{DRIFT}/{signal}": value for signal, value in result.drift.items()}
         if epoch is not None:
             values["epoch"] = epoch
             aurocs = [v for k, v in result.metrics.items() if k.metric == "auroc"]

@@ -24,19 +24,11 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ood_nolabels.core.atomic import atomic_save
 from ood_nolabels.inference.build import build
-from ood_nolabels.inference.inputs import (
-    ImageInput,
-    ImageInputs,
-    ScoredImages,
-    batches_within,
-    collate_readable,
-    image_paths,
-)
+from ood_nolabels.inference.extract import extract, extract_parallel, process_devices
+from ood_nolabels.inference.inputs import ImageInput, ScoredImages, batches_within, image_paths
 from ood_nolabels.inference.thresholds import NORMAL_KEEP, threshold_keeping
 from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.scorers.base import Scorer
@@ -226,6 +218,7 @@ class Detector:
         num_workers: int = 0,
         progress: bool = False,
         group_sizes: Sequence[int] | None = None,
+        processes: int = 1,
     ) -> ScoredImages:
         """Scores of every readable input; unreadable ones are listed with the reason.
 
@@ -234,29 +227,22 @@ class Detector:
         image in batches of other sizes, so the run's images, grouped as its splits and batched
         with its ``data.batch_size``, get exactly the run's features and scores. The features of
         all readable inputs are scored together, as the run scored each split. ``batch_size``
-        defaults to the run's (:attr:`batch_size`).
+        defaults to the run's (:attr:`batch_size`). ``processes`` > 1 extracts the features
+        data-parallel (one GPU each for a CUDA detector, else CPU processes sharing the threads):
+        the same batches, so the same scores.
         """
         batches = batches_within(group_sizes or [len(images)], batch_size or self.batch_size)
-        loader = DataLoader(
-            ImageInputs(images, self.backbone.transform()),
-            batch_sampler=batches,
-            num_workers=num_workers,
-            collate_fn=collate_readable,
-            pin_memory=self.device.type == "cuda",
-        )
-        device = self.device
-        chunks, indices, unreadable = [], [], {}
-        self.backbone.eval()
+        if processes == 1:
+            found = extract(self.backbone, images, batches, self.device, num_workers, progress)
+        else:
+            devices = process_devices(self.device, processes)
+            threads = max(1, torch.get_num_threads() // processes)
+            found = extract_parallel(self.backbone, images, batches, devices, threads, num_workers)
+            self.backbone.to(self.device)
+        if not found.features:
+            empty = {name: torch.empty(0) for name in self.scorers}
+            return ScoredImages([], empty, found.unreadable)
+        features = torch.cat(found.features).to(self.device)
         with torch.inference_mode():
-            for batch, positions, problems in tqdm(
-                loader, desc="scoring", unit="batch", disable=not progress
-            ):
-                unreadable |= problems
-                if batch is not None:
-                    chunks.append(self.backbone(batch.to(device, non_blocking=True)).float())
-                    indices += positions
-            if not chunks:
-                return ScoredImages([], {name: torch.empty(0) for name in self.scorers}, unreadable)
-            features = torch.cat(chunks)
             scores = {name: scorer.score(features) for name, scorer in self.scorers.items()}
-        return ScoredImages(indices, scores, unreadable)
+        return ScoredImages(found.indices, scores, found.unreadable)

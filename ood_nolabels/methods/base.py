@@ -32,9 +32,10 @@ class RunResult:
     the detector that reproduces its scores (saved as ``detector.pt`` in the run directory).
 
     ``num_clusters`` is the K the run used (the chosen one for ``K=auto``, whose curve is
-    ``k_choice``). For the diagnostic figures: ``train_labels`` are the pseudo-classes of the
-    normal training images (when the method has them), ``reference_features`` the pretrained
-    backbone's features of every split (when the method changed that backbone and kept them).
+    ``k_choice``). ``warnings`` are printed after the run's tables. For the diagnostic
+    figures: ``train_labels`` are the pseudo-classes of the normal training images (when the
+    method has them), ``reference_features`` the pretrained backbone's features of every split
+    (when the method changed that backbone and kept them).
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -44,6 +45,7 @@ class RunResult:
     reference_features: dict[str, torch.Tensor] | None = None
     num_clusters: int | None = None
     k_choice: KChoice | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 class Method(ABC):

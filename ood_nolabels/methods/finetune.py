@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ood_nolabels.core.feature_drift import DriftGuard
+from ood_nolabels.data.splits import NORMAL_TEST
 from ood_nolabels.engine.artifacts import load_artifact
 from ood_nolabels.engine.evaluation import build_evaluation, epoch_mean, evaluate_model
 from ood_nolabels.engine.runtime import Runtime
@@ -14,6 +17,8 @@ from ood_nolabels.methods.base import Method, RunResult, build_detector
 from ood_nolabels.methods.pipelines.finetune_stage import finetune as finetune_stage
 from ood_nolabels.methods.pipelines.recipes import check_stage_recipes
 from ood_nolabels.methods.pseudo_labels.base import PseudoLabelSource
+
+log = logging.getLogger(__name__)
 
 
 class PseudoLabelFinetune(Method):
@@ -25,7 +30,10 @@ class PseudoLabelFinetune(Method):
     reused from the cache, or resumed, the epochs not seen live are scored from their saved
     weights through the same callback, on a copy of the model. ``keep_pretrained_features``
     extracts the pretrained backbone's features first, for the retrieval figure (pretrained vs
-    finetuned neighbours).
+    finetuned neighbours). Every scored model's features are compared with the pretrained
+    ones on the normal test images (``drift/...``, no OOD data needed); ``drift_guard`` (a
+    :class:`~ood_nolabels.core.feature_drift.DriftGuard` config, null: off) warns when the
+    averaged model drifted past its threshold.
     """
 
     def __init__(
@@ -36,6 +44,7 @@ class PseudoLabelFinetune(Method):
         scorers: DictConfig,
         evaluate_every_n_epochs: int | None = 1,
         keep_pretrained_features: bool = False,
+        drift_guard: DictConfig | None = None,
     ) -> None:
         self.backbone = backbone
         self.source: PseudoLabelSource = instantiate(pseudo_labels)
@@ -43,6 +52,9 @@ class PseudoLabelFinetune(Method):
         self.scorers = scorers
         self.evaluate_every_n_epochs = evaluate_every_n_epochs
         self.keep_pretrained_features = keep_pretrained_features
+        self.drift_guard: DriftGuard | None = (
+            None if drift_guard is None else DriftGuard(**drift_guard)
+        )
 
     def preflight(self, runtime: Runtime) -> None:
         self.source.preflight(runtime)
@@ -58,6 +70,11 @@ class PseudoLabelFinetune(Method):
         if self.keep_pretrained_features:
             with runtime.timings.measure("pretrained features (retrieval figure)", "extracted"):
                 pretrained = runtime.extract(model, evaluation.loaders)
+            evaluation.reference = pretrained[NORMAL_TEST]
+        else:
+            with runtime.timings.measure("pretrained features (feature drift)", "extracted"):
+                loader = {NORMAL_TEST: evaluation.loaders[NORMAL_TEST]}
+                evaluation.reference = runtime.extract(model, loader)[NORMAL_TEST]
         epoch_weights, stage = finetune_stage(
             runtime,
             model,
@@ -91,6 +108,12 @@ class PseudoLabelFinetune(Method):
             labels.num_clusters,
             [stage.name],
         )
+        warnings = []
+        if self.drift_guard is not None:
+            warning = self.drift_guard.check(final.drift, "weight-averaged model")
+            if warning is not None:
+                log.warning(warning)
+                warnings.append(warning)
         return RunResult(
             metrics | final.named(),
             final,
@@ -99,4 +122,5 @@ class PseudoLabelFinetune(Method):
             pretrained,
             labels.num_clusters,
             labels.k_choice,
+            warnings,
         )

@@ -58,6 +58,11 @@ def report(
     print(f"\nOOD detection (%, OOD = positive class):\n{results_table(metrics)}\n")
     epochs = epoch_auroc_table(metrics)
     if epochs:
-        print(f"AUROC of each epoch's model vs the weight-averaged model:\n{epochs}\n")
+        print(
+            "AUROC of each epoch's model vs the weight-averaged model, and how far their "
+            f"features moved from the pretrained ones (1 = not at all):\n{epochs}\n"
+        )
     print(f"Time (s):\n{runtime.timings.table()}\n")
+    for warning in result.warnings:
+        print(f"WARNING: {warning}\n")
     log.info("results in %s (metrics.json, scores.csv, plots/)", path.parent)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ood_nolabels.core.search import ExactIndex
+from ood_nolabels.core.search import ExactIndex, IVFIndex
 from ood_nolabels.scorers.base import Scorer, check_features, check_state
 
 METRICS = ("cosine", "l2")
@@ -18,21 +18,33 @@ class KNNScorer(Scorer):
     Euclidean distance. The search is the exact :class:`~ood_nolabels.core.search.ExactIndex`
     (a faiss flat index when ``use_faiss`` and faiss is installed, else a chunked torch matmul
     bounded by ``chunk_size`` x bank size); query features on a GPU are searched on the GPU.
-    Scores come back on the CPU.
+    With ``nlist`` the search is approximate instead: a faiss IVF index of ``nlist`` cells, of
+    which each query searches ``nprobe`` (:class:`~ood_nolabels.core.search.IVFIndex`), for
+    banks of a million images. Scores come back on the CPU.
     """
 
     def __init__(
-        self, k: int = 1, metric: str = "cosine", use_faiss: bool = True, chunk_size: int = 1024
+        self,
+        k: int = 1,
+        metric: str = "cosine",
+        use_faiss: bool = True,
+        chunk_size: int = 1024,
+        nlist: int | None = None,
+        nprobe: int = 16,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        if nlist is not None and not 1 <= nprobe <= nlist:
+            raise ValueError(f"scorer.knn.nprobe={nprobe} must be in [1, nlist={nlist}]")
         self.k = k
         self.metric = metric
         self.use_faiss = use_faiss
         self.chunk_size = chunk_size
-        self.index: ExactIndex | None = None
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.index: ExactIndex | IVFIndex | None = None
 
     def _prepare(self, features: torch.Tensor) -> torch.Tensor:
         features = features.detach().float()
@@ -46,7 +58,10 @@ class KNNScorer(Scorer):
         if len(bank) < self.k:
             raise ValueError(f"k={self.k} but only {len(bank)} training features")
         search_metric = "ip" if self.metric == "cosine" else "l2"
-        self.index = ExactIndex(bank, search_metric, self.use_faiss, self.chunk_size)
+        if self.nlist is None:
+            self.index = ExactIndex(bank, search_metric, self.use_faiss, self.chunk_size)
+        else:
+            self.index = IVFIndex(bank, search_metric, self.nlist, self.nprobe)
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from ood_nolabels.core.eigengap import eigengap_k
+from ood_nolabels.core.feature_drift import SIGNALS
 from ood_nolabels.core.neighbors import mine_neighbors
 from ood_nolabels.data.splits import NORMAL_TRAIN
 from ood_nolabels.engine.artifacts import load_artifact
@@ -125,3 +126,30 @@ def test_k_auto_flows_through_the_whole_method(compose_cfg):
     scan = next(Path(cfg.paths.artifact_dir).glob("scan-*[!k]"))
     assert load_artifact(scan / "scan.pt")["heads.0.weight"].shape[0] == expected
     assert any(key.startswith("ood/") for key in metrics)
+
+
+@pytest.mark.parametrize("minimum, warned", [(1.01, True), (0.0, False)])
+def test_feature_drift_is_measured_for_every_model_and_the_guard_warns(
+    compose_cfg, capsys, minimum, warned
+):
+    guard = f"method.drift_guard={{signal: linear_cka, minimum: {minimum}}}"
+    metrics = run(compose_cfg(*FAST, "pseudo_labels=ground_truth", guard))
+    for scope in ("drift", "drift_epoch0", "drift_epoch1"):
+        for signal in SIGNALS:
+            assert 0.0 < metrics[f"{scope}/{signal}"] <= 1.0 + 1e-6
+    assert metrics["drift_epoch0/linear_cka"] != metrics["drift/linear_cka"]
+    printed = capsys.readouterr().out
+    assert "drift: linear_cka" in printed  # a row of the per-epoch table
+    assert ("WARNING: the weight-averaged model's features drifted" in printed) == warned
+
+
+def test_an_unknown_drift_signal_is_refused(compose_cfg):
+    # Hydra wraps the method's ValueError; its message stays readable
+    with pytest.raises(Exception, match="unknown drift signal 'rank'; expected one of"):
+        run(
+            compose_cfg(
+                *FAST,
+                "pseudo_labels=ground_truth",
+                "method.drift_guard={signal: rank, minimum: 1}",
+            )
+        )

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from ood_nolabels.core.cluster_metrics import cluster_metrics, prefixed
+from ood_nolabels.core.neighbors import neighbor_modularity
 from ood_nolabels.data.splits import NORMAL_TRAIN
 from ood_nolabels.engine.artifacts import CachedStage
 from ood_nolabels.engine.runtime import Runtime
@@ -73,6 +74,28 @@ def check_not_collapsed(
             f"max_cluster_share={max_cluster_share}). Train the stage longer or with a lower "
             "learning rate, raise its entropy_weight, or choose a smaller K."
         )
+
+
+def better_clustering(
+    scan: torch.Tensor, selflabel: torch.Tensor, neighbors: torch.Tensor, guard: bool | None
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Self-labelling's clusters, or SCAN's when ``guard`` and self-labelling lowered the
+    modularity of the clustering on the mined k-NN graph (a label-free check: self-training on
+    confident samples can let confident clusters swallow others, which labels would show as a
+    drop in accuracy). Returns the clusters and both modularities (``cluster/<stage>/...``).
+    """
+    before, after = neighbor_modularity(neighbors, scan), neighbor_modularity(neighbors, selflabel)
+    metrics = {"cluster/scan/modularity": before, "cluster/selflabel/modularity": after}
+    if guard and after < before:
+        log.warning(
+            "self-labelling lowered the modularity of the clusters on the mined neighbour graph "
+            "(%.4f -> %.4f): the pseudo-labels are SCAN's (stage1.keep_better_clustering=false "
+            "keeps the self-label clusters)",
+            before,
+            after,
+        )
+        return scan, metrics | {"cluster/selflabel/kept_scan": 1.0}
+    return selflabel, metrics | {"cluster/selflabel/kept_scan": 0.0}
 
 
 def uses_pretrained_pretext(recipe: DictConfig) -> bool:
@@ -164,12 +187,17 @@ def cluster_normal_images(
         )
         result.stages.append(scan_stage)
     if stop_after == "selflabel":
+        scan_labels = result.pseudo_labels
         result.pseudo_labels, selflabel_stage = train_selflabel(
             runtime, inputs, model, recipe.selflabel, num_clusters, scan_stage, labels
         )
         result.stages.append(selflabel_stage)
         if not on_features:
             result.backbone = model.backbone
+        result.pseudo_labels, chosen = better_clustering(
+            scan_labels, result.pseudo_labels, neighbors, recipe.get("keep_better_clustering")
+        )
+        result.metrics |= chosen
     if result.pseudo_labels is not None:
         check_not_collapsed(result.pseudo_labels, num_clusters, stop_after, **recipe.collapse)
     if result.pseudo_labels is not None and labels is not None:

@@ -53,6 +53,18 @@ def test_nt_xent_closed_form_for_aligned_orthogonal_pairs() -> None:
     assert nt_xent(z, z.clone(), t) < random
 
 
+def test_nt_xent_under_bf16_autocast_is_computed_in_float32() -> None:
+    """Projections that arrive in bf16 (a bf16-mixed run) give the float32 loss of those same
+    bf16 values, not a loss rounded to bf16's three significant digits."""
+    rng = np.random.default_rng(2)
+    z1, z2 = (torch.tensor(rng.normal(size=(32, 16))).bfloat16() for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = nt_xent(z1, z2, temperature=0.1)
+    assert got.dtype == torch.float32
+    expected = np_nt_xent(z1.float().numpy(), z2.float().numpy(), 0.1)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_scan_loss_components_match_numpy() -> None:
     rng = np.random.default_rng(1)
     anchors, neighbors = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ood_nolabels.core import search
-from ood_nolabels.core.neighbors import mine_neighbors, neighbor_purity
+from ood_nolabels.core.neighbors import mine_neighbors, neighbor_modularity, neighbor_purity
 
 SEARCH_PATHS = [
     pytest.param(True, marks=pytest.mark.skipif(search.faiss is None, reason="needs faiss")),
@@ -96,3 +96,34 @@ def test_neighbor_purity_leaves_the_anchor_out():
     with_anchor = torch.tensor([[0, 1, 2], [1, 0, 3], [2, 3, 0], [3, 2, 1]])
     assert neighbor_purity(with_anchor, labels) == pytest.approx(0.5)  # not 8 / 12
     assert neighbor_purity(with_anchor, labels) == neighbor_purity(with_anchor[:, 1:], labels)
+
+
+def dense_modularity(neighbors: np.ndarray, clusters: np.ndarray) -> float:
+    """Directed modularity from the dense adjacency matrix, float64 numpy."""
+    n = len(neighbors)
+    adjacency = np.zeros((n, n))
+    for i, row in enumerate(neighbors):
+        for j in row:
+            if j != i:
+                adjacency[i, j] += 1
+    m = adjacency.sum()
+    expected = np.outer(adjacency.sum(1), adjacency.sum(0)) / m
+    same = clusters[:, None] == clusters[None, :]
+    return float(((adjacency - expected) * same).sum() / m)
+
+
+def test_neighbor_modularity_matches_the_dense_formula_and_punishes_merging():
+    rng = np.random.default_rng(0)
+    centres = 10 * np.eye(4)  # cosine neighbours: the clusters lie in different directions
+    points = np.concatenate([rng.normal(centre, 1, (40, 4)) for centre in centres])
+    truth = np.repeat(np.arange(4), 40)
+    neighbors = mine_neighbors(torch.as_tensor(points), 5, include_self=True)
+    for clusters in (truth, rng.integers(0, 4, 160), np.where(truth == 3, 2, truth)):
+        assert neighbor_modularity(neighbors, torch.as_tensor(clusters)) == pytest.approx(
+            dense_modularity(neighbors.numpy(), clusters)
+        )
+    right = neighbor_modularity(neighbors, torch.as_tensor(truth))
+    merged = neighbor_modularity(neighbors, torch.as_tensor(np.where(truth == 3, 2, truth)))
+    assert right == pytest.approx(0.75, abs=0.02)  # 4 equal, separated clusters: 1 - 1/4
+    assert merged < right  # every edge is still inside a cluster, yet the score drops
+    assert neighbor_modularity(neighbors, torch.zeros(160, dtype=torch.long)) == pytest.approx(0)

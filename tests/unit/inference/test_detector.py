@@ -1,11 +1,10 @@
 """The saved detector: the file, loading without pretrained weights, scoring image files."""
 
-import numpy as np
 import pytest
 import torch
+from helpers import small_detector
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from PIL import Image
 
 from ood_nolabels.engine.evaluation import OODEvaluation
 from ood_nolabels.inference.detector import Detector, without_pretrained_weights
@@ -20,27 +19,6 @@ def test_loading_never_asks_for_pretrained_weights():
     }
     clip = {"_target_": "x.OpenClipBackbone", "pretrained": "openai"}
     assert without_pretrained_weights(clip)["pretrained"] is None
-
-
-def small_detector() -> tuple[Detector, list[Image.Image]]:
-    """A SmallCNN detector with random weights, unusual preprocessing, both scorers fitted."""
-    config = {"_target_": "ood_nolabels.models.small_cnn.SmallCNNBackbone", "width": 4}
-    torch.manual_seed(0)
-    backbone = instantiate(config).eval()
-    backbone.mean, backbone.image_size = (0.2, 0.4, 0.6), 12  # must survive the round trip
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)) for _ in range(40)]
-    with torch.no_grad():
-        features = backbone(torch.stack([backbone.transform()(i) for i in images]))
-    scorer_configs = {
-        "knn": {"_target_": "ood_nolabels.scorers.knn.KNNScorer", "k": 2},
-        "mahalanobis": {"_target_": "ood_nolabels.scorers.mahalanobis.MahalanobisScorer"},
-    }
-    labels = torch.arange(30) % 3
-    scorers = {n: instantiate(c).fit(features[:30], labels) for n, c in scorer_configs.items()}
-    normal = {n: s.score(features[30:]) for n, s in scorers.items()}
-    detector = Detector(backbone, config, scorers, scorer_configs, normal, labels, 3)
-    return detector, images
 
 
 def test_a_saved_detector_loads_and_scores_exactly_as_before(tmp_path):

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from ood_nolabels.core import search
 from ood_nolabels.scorers.knn import KNNScorer
 
 
@@ -47,3 +49,41 @@ def test_knn_errors():
         KNNScorer(k=3).fit(torch.randn(2, 4))
     with pytest.raises(ValueError, match="NaN"):
         KNNScorer().fit(torch.tensor([[1.0, float("nan")]]))
+
+
+@pytest.mark.skipif(search.faiss is None, reason="needs faiss")
+def test_ivf_with_every_cell_probed_is_exact_and_with_few_cells_close():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(20, 16, generator=gen) * 3
+    train = centres.repeat(50, 1) + torch.randn(1000, 16, generator=gen)
+    test = centres.repeat(5, 1) + torch.randn(100, 16, generator=gen)
+    exact = KNNScorer(k=1).fit(train).score(test)
+    everything = KNNScorer(k=1, nlist=20, nprobe=20).fit(train).score(test)
+    assert torch.allclose(everything, exact, atol=1e-5)
+    _, exact_ids = search.ExactIndex(F.normalize(train), "ip").search(F.normalize(test), 1)
+    ivf = search.IVFIndex(F.normalize(train), "ip", nlist=20, nprobe=2)
+    _, ivf_ids = ivf.search(F.normalize(test), 1)
+    assert (ivf_ids == exact_ids).float().mean() >= 0.9  # recall@1 with a tenth of the cells
+    # an approximate distance is never below the exact one: it is a distance to some bank row
+    approximate = KNNScorer(k=1, nlist=20, nprobe=2).fit(train).score(test)
+    assert bool((approximate >= exact - 1e-5).all())
+
+
+@pytest.mark.skipif(search.faiss is None, reason="needs faiss")
+def test_ivf_settings_that_cannot_work_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"nprobe=8 must be in \[1, nlist=4\]"):
+        KNNScorer(nlist=4, nprobe=8)
+    with pytest.raises(ValueError, match="nlist=50 cells for 10 bank rows"):
+        KNNScorer(nlist=50, nprobe=1).fit(torch.randn(10, 4))
+    scorer = KNNScorer(k=5, nlist=10, nprobe=1).fit(torch.randn(10, 4))  # one row per cell
+    with pytest.raises(ValueError, match="raise scorer.knn.nprobe"):
+        scorer.score(torch.randn(3, 4))
+
+
+@pytest.mark.skipif(search.faiss is None, reason="needs faiss")
+def test_a_saved_ivf_scorer_scores_alike_after_loading():
+    gen = torch.Generator().manual_seed(1)
+    train, test = torch.randn(400, 8, generator=gen), torch.randn(50, 8, generator=gen)
+    scorer = KNNScorer(k=2, nlist=16, nprobe=4).fit(train)
+    loaded = KNNScorer(k=2, nlist=16, nprobe=4).load_state_dict(scorer.state_dict())
+    assert torch.equal(loaded.score(test), scorer.score(test))
