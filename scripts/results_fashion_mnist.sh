@@ -5,7 +5,7 @@
 # baseline and ground-truth-label finetuning, then one table per split (mean ± std over seeds).
 # About 12 hours on 2 cores; stages shared between presets train once; an interrupted run resumes.
 # SPLITS="1" runs only the first split; PER_CLASS=500 the small variant (about 20 min a split);
-# arguments are more overrides for every run (a smoke test: PER_CLASS=20 ... +debug=tiny).
+# arguments are more overrides for every run. Not run end to end yet (about 12 hours).
 set -euo pipefail
 PYTHON=${PYTHON:-python}
 SWEEP=${SWEEP:-multirun_outputs/results/fashion_mnist}

@@ -222,10 +222,11 @@ def test_debug_makes_any_preset_tiny_and_keys_its_artifacts_apart(compose_cfg):
 
 def test_the_stage_1_recipe_is_a_short_composition(compose_cfg):
     """Each digits stage-1 value is found in the stage's own file (plus the shared optimizer or
-    augmentation file it mounts), and the recipe only composes them."""
+    augmentation file it mounts), and the recipe only composes them (plus the one choice that
+    spans two stages: whose clusters to keep)."""
     cfg = compose_cfg("+experiment=digits")
     recipe = OmegaConf.load(CONF / "stage1" / "digits.yaml")
-    assert set(recipe) == {"defaults"}  # nothing but the choice of each stage's file
+    assert set(recipe) == {"defaults", "keep_better_clustering"}
     scan = OmegaConf.load(CONF / "stage1" / "scan" / "digits.yaml")
     assert cfg.stage1.scan.optimizer.lr == scan.optimizer.lr == 1e-3
     assert cfg.stage1.scan.optimizer._target_ == "torch.optim.Adam"
