@@ -54,7 +54,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--num-workers", type=int, default=0, help="image-loading processes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.devices < 1:
+        parser.error(f"--devices must be >= 1, got {args.devices}")
+    return args
 
 
 def write_csv(

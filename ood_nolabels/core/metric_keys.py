@@ -15,6 +15,8 @@ METRICS = ("auroc", "fpr95", "aupr_in", "aupr_out")
 FINAL = "ood"
 EPOCH = "ood_epoch"
 EPOCH_MEAN = "ood_epoch_mean"
+# Feature drift from the pretrained backbone: ``drift/<signal>``, ``drift_epoch<e>/<signal>``.
+DRIFT = "drift"
 _SCOPE = re.compile(r"^(ood|ood_epoch_mean|ood_epoch(\d+))$")
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from ood_nolabels.core.metric_keys import EPOCH, EPOCH_MEAN, FINAL, METRICS, ood_metrics_of
+from ood_nolabels.core.metric_keys import (
+    DRIFT,
+    EPOCH,
+    EPOCH_MEAN,
+    FINAL,
+    METRICS,
+    ood_metrics_of,
+)
 
 HEADERS = {"auroc": "AUROC", "fpr95": "FPR@95TPR", "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out"}
 
@@ -52,9 +59,9 @@ def epoch_auroc_table(metrics: dict[str, float]) -> str:
         cells = [aurocs.get(key.at(EPOCH, e)) for e in epochs]
         cells += [aurocs.get(key.at(EPOCH_MEAN)), aurocs[key]]
         lines.append([f"{key.ood_set} / {key.scorer}", *(percent(c) for c in cells)])
-    signals = sorted(name.split("/", 1)[1] for name in metrics if name.startswith("drift/"))
+    signals = sorted(name.split("/", 1)[1] for name in metrics if name.startswith(f"{DRIFT}/"))
     for signal in signals:
-        cells = [metrics.get(f"drift_epoch{e}/{signal}") for e in epochs]
-        cells += [None, metrics[f"drift/{signal}"]]
+        cells = [metrics.get(f"{DRIFT}_epoch{e}/{signal}") for e in epochs]
+        cells += [None, metrics[f"{DRIFT}/{signal}"]]
         lines.append([f"drift: {signal}", *("-" if c is None else f"{c:.3f}" for c in cells)])
     return markdown_table(header, lines)

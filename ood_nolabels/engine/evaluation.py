@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ood_nolabels.core.feature_drift import feature_drift
-from ood_nolabels.core.metric_keys import EPOCH, EPOCH_MEAN, FINAL, MetricKey
+from ood_nolabels.core.metric_keys import DRIFT, EPOCH, EPOCH_MEAN, FINAL, MetricKey
 from ood_nolabels.core.ood_metrics import ood_metrics
 from ood_nolabels.core.timings import Timings
 from ood_nolabels.data.splits import NORMAL_TEST, NORMAL_TRAIN
@@ -38,7 +38,6 @@ from ood_nolabels.models.backbones import Backbone
 from ood_nolabels.scorers.base import Scorer
 
 log = logging.getLogger(__name__)
-DRIFT = "drift"
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,6 @@ class OODEvaluation(L.Callback):
         every_n_epochs: int | None = 1,
         loggers: Sequence[Logger] = (),
         timings: Timings | None = None,
-        reference: torch.Tensor | None = None,
     ) -> None:
         missing = {NORMAL_TRAIN, NORMAL_TEST} - set(loaders)
         if missing:
@@ -128,7 +126,7 @@ class OODEvaluation(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.loggers = list(loggers)
         self.timings = timings
-        self.reference = reference
+        self.reference: torch.Tensor | None = None  # set by a method that finetunes
         self.epochs: dict[int, EvaluationResult] = {}
         self.final: EvaluationResult | None = None
 

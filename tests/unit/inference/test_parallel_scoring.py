@@ -54,3 +54,10 @@ def test_devices_are_checked_before_any_work():
     if torch.cuda.device_count() == 0:
         with pytest.raises(ValueError, match="only 0 GPU"):
             process_devices(torch.device("cuda"), 2)
+
+
+def test_a_device_count_below_one_stops_before_the_detector_is_read(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        score.main([str(tmp_path / "missing.pt"), str(tmp_path), "--devices", "0"])
+    assert stop.value.code == 2
+    assert "--devices must be >= 1, got 0" in capsys.readouterr().err
