@@ -35,8 +35,8 @@ gpu-check: $(STAMP)
 
 # ruff, and the import contracts of pyproject.toml (one-way layers, no cycles, a light inference).
 lint: $(STAMP)
-	$(PYTHON) -m ruff check ood_nolabels tests benchmarks
-	$(PYTHON) -m ruff format --check ood_nolabels tests benchmarks
+	$(PYTHON) -m ruff check ood_nolabels tests benchmarks scripts
+	$(PYTHON) -m ruff format --check ood_nolabels tests benchmarks scripts
 	lint-imports
 
 # The docs site into site/; --strict: a broken link, snippet or API reference fails the build.
@@ -44,8 +44,8 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict --site-dir site
 
 format: $(STAMP)
-	$(PYTHON) -m ruff format ood_nolabels tests benchmarks
-	$(PYTHON) -m ruff check --fix ood_nolabels tests benchmarks
+	$(PYTHON) -m ruff format ood_nolabels tests benchmarks scripts
+	$(PYTHON) -m ruff check --fix ood_nolabels tests benchmarks scripts
 
 clean:
 	rm -rf outputs multirun_outputs/* site wandb lightning_logs .pytest_cache .ruff_cache .make

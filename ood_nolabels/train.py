@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ood_nolabels.core.timings import Timings
 from ood_nolabels.engine.artifacts import ArtifactStore
 from ood_nolabels.engine.console import quiet_libraries
-from ood_nolabels.engine.runtime import Runtime, training_key
+from ood_nolabels.engine.runtime import Runtime, claim_launch_rank, training_key
 from ood_nolabels.engine.settings import check_settings
 from ood_nolabels.methods.base import Method, RunResult
 from ood_nolabels.report.config_tree import print_config_tree
@@ -76,6 +76,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     job's W&B run is finished either way, so the next job of a sweep gets a run of its own.
     """
     check_settings(cfg)
+    claim_launch_rank(cfg.trainer)
     quiet_libraries(cfg.verbose)
     if cfg.print_config:
         print_config_tree(cfg)

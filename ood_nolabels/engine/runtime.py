@@ -8,6 +8,7 @@ arguments, wired in the method's yaml.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,32 @@ def world_size(trainer: DictConfig) -> int:
         gpus = torch.cuda.device_count() if accelerator in ("gpu", "cuda", "auto") else 0
         count = max(gpus, 1)
     return count * int(trainer.get("num_nodes") or 1)
+
+
+def launch_rank(trainer: DictConfig, environ: Mapping[str, str] = os.environ) -> int | None:
+    """This process's global rank as a cluster launch announces it, before any Trainer exists.
+
+    Lightning guesses the rank at import from ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID``, which
+    makes the first process of every node beyond the first believe it is global rank 0 when the
+    launch says only ``NODE_RANK`` (or ``GROUP_RANK``) and ``LOCAL_RANK``, as Lightning's own
+    multi-node launch and its general cluster environment do. Until the first ``fit`` such a
+    process would write the run directory and take the artifact locks that rank 0 holds. The rank
+    here is Lightning's formula: node rank x processes per node + local rank. ``None`` when no
+    node rank is given (then Lightning's guess is right) or ``RANK`` names the rank itself.
+    """
+    node = environ.get("NODE_RANK", environ.get("GROUP_RANK"))
+    if node is None or "RANK" in environ:
+        return None
+    per_node = world_size(trainer) // int(trainer.get("num_nodes") or 1)
+    return int(node) * per_node + int(environ.get("LOCAL_RANK", 0))
+
+
+def claim_launch_rank(trainer: DictConfig) -> None:
+    """Make ``rank_zero_only`` (every rank-0-only write, the artifact locks) follow
+    :func:`launch_rank` from the start of the run."""
+    rank = launch_rank(trainer)
+    if rank is not None:
+        rank_zero_only.rank = rank
 
 
 def training_key(trainer: DictConfig) -> dict[str, Any]:

@@ -3,8 +3,10 @@ run.
 """
 
 import pytest
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
 
-from ood_nolabels.engine.runtime import training_key
+from ood_nolabels.engine.runtime import claim_launch_rank, launch_rank, training_key
 from ood_nolabels.train import store_of
 
 OURS = ("+experiment=ours_synthetic", "logger=none", "callbacks=none")
@@ -27,3 +29,31 @@ def test_precision_and_world_size_change_every_training_key(compose_cfg, overrid
         store_of(plain).stage("simclr", {"lr": 0.1}).directory.name
         != store_of(other).stage("simclr", {"lr": 0.1}).directory.name
     )
+
+
+@pytest.mark.parametrize(
+    ("environ", "devices", "nodes", "rank"),
+    [
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, 1, 2, 1),  # the rehearsal's second node
+        ({"NODE_RANK": "1"}, 4, 2, 4),  # Lightning's launch: no LOCAL_RANK on a node's first
+        ({"NODE_RANK": "2", "LOCAL_RANK": "3"}, 4, 3, 11),
+        ({"GROUP_RANK": "1", "LOCAL_RANK": "1"}, 2, 2, 3),  # torchelastic's name for the node rank
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0", "RANK": "5"}, 4, 2, None),  # RANK says it itself
+        ({"LOCAL_RANK": "1"}, 2, 1, None),  # one node: Lightning's guess is right
+        ({}, 1, 1, None),
+    ],
+)
+def test_launch_rank_follows_lightnings_global_rank_formula(environ, devices, nodes, rank):
+    trainer = OmegaConf.create({"accelerator": "cpu", "devices": devices, "num_nodes": nodes})
+    assert launch_rank(trainer, environ) == rank
+
+
+def test_claim_launch_rank_stops_a_second_node_acting_as_rank_zero(monkeypatch):
+    """Before its first Trainer, node 1's first process must not write results or take locks."""
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    for name in ("RANK", "GROUP_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NODE_RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    claim_launch_rank(OmegaConf.create({"accelerator": "cpu", "devices": 1, "num_nodes": 2}))
+    assert rank_zero_only.rank == 1
