@@ -108,17 +108,39 @@ class ExactIndex:
         return torch.cat(values), torch.cat(indices)
 
 
+# faiss's own default is 256, its warning threshold 39 points per cell.
+KMEANS_POINTS_PER_CELL = 64
+
+
+def kmeans_sample(bank: torch.Tensor, limit: int) -> torch.Tensor:
+    """At most ``limit`` rows of ``bank``, a seeded random choice in bank order (all when fewer)."""
+    if len(bank) <= limit:
+        return bank
+    rows = torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:limit]
+    return bank[rows.sort().values]
+
+
 class IVFIndex:
     """Approximate k-NN over ``bank``: a faiss inverted-file index (``IndexIVFFlat``).
 
     The bank is split into ``nlist`` cells by k-means; a query is compared only with the rows of
     its ``nprobe`` nearest cells, so a search costs about ``nprobe / nlist`` of an exact one. For
     banks too large for exact search (a million images); recall against :class:`ExactIndex` is
-    measured by ``benchmarks/knn_search.py``. Needs faiss.
+    measured by ``benchmarks/knn_scale.py``. Needs faiss.
+
+    k-means sees at most :data:`KMEANS_POINTS_PER_CELL` rows per cell (a seeded sample; all of a
+    small bank), which makes building a million-row index minutes faster and changes the cells
+    little. ``centroids`` (from :attr:`centroids` of an earlier index of the same bank) skip
+    k-means altogether: a loaded detector only assigns its bank to the saved cells.
     """
 
     def __init__(
-        self, bank: torch.Tensor, metric: str = "ip", nlist: int = 1024, nprobe: int = 16
+        self,
+        bank: torch.Tensor,
+        metric: str = "ip",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        centroids: torch.Tensor | None = None,
     ) -> None:
         if faiss is None:
             raise ImportError(
@@ -141,15 +163,28 @@ class IVFIndex:
         faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
         dim = self.bank.shape[1]
         quantizer = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+        if centroids is not None:
+            if tuple(centroids.shape) != (nlist, dim):
+                raise ValueError(
+                    f"saved IVF centroids have shape {tuple(centroids.shape)}, expected "
+                    f"({nlist}, {dim}): the detector was saved with another scorer.knn.nlist"
+                )
+            quantizer.add(centroids.detach().float().cpu().contiguous().numpy())
         self.index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss_metric)
-        self.index.cp.seed = 0  # k-means initialisation: the same cells for the same bank
-        self.index.train(self.bank.numpy())
+        if centroids is None:
+            self.index.cp.seed = 0  # k-means initialisation: the same cells for the same bank
+            self.index.train(kmeans_sample(self.bank, KMEANS_POINTS_PER_CELL * nlist).numpy())
         self.index.add(self.bank.numpy())
         self.index.nprobe = nprobe
         self._quantizer = quantizer  # faiss does not own it: keep it alive with the index
 
     def __len__(self) -> int:
         return len(self.bank)
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        """The cells' centres ``(nlist, D)``: with the bank, all a saved index needs."""
+        return torch.from_numpy(self._quantizer.reconstruct_n(0, self._quantizer.ntotal))
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """As :meth:`ExactIndex.search`, on the CPU. A query whose probed cells hold fewer than

@@ -54,25 +54,31 @@ class KNNScorer(Scorer):
     def fit(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> KNNScorer:
         return self._set_bank(self._prepare(check_features(features, "training features").cpu()))
 
-    def _set_bank(self, bank: torch.Tensor) -> KNNScorer:
+    def _set_bank(self, bank: torch.Tensor, centroids: torch.Tensor | None = None) -> KNNScorer:
         if len(bank) < self.k:
             raise ValueError(f"k={self.k} but only {len(bank)} training features")
         search_metric = "ip" if self.metric == "cosine" else "l2"
         if self.nlist is None:
             self.index = ExactIndex(bank, search_metric, self.use_faiss, self.chunk_size)
         else:
-            self.index = IVFIndex(bank, search_metric, self.nlist, self.nprobe)
+            self.index = IVFIndex(bank, search_metric, self.nlist, self.nprobe, centroids)
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The bank, and with ``nlist`` the IVF cells' centres (no k-means again on loading)."""
         if self.index is None:
             raise RuntimeError("KNNScorer.state_dict called before fit")
+        if isinstance(self.index, IVFIndex):
+            return {"bank": self.index.bank, "centroids": self.index.centroids}
         return {"bank": self.index.bank}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> KNNScorer:
-        """The saved bank (already normalised for ``cosine``), and its faiss index rebuilt."""
-        check_state(state, ("bank",), "KNNScorer")
-        return self._set_bank(check_features(state["bank"], "saved kNN bank").cpu().contiguous())
+        """The saved bank (already normalised for ``cosine``), and its faiss index rebuilt (on the
+        saved IVF cells; a detector saved before they were kept runs k-means again)."""
+        ivf_keys = ("bank", "centroids") if "centroids" in state else ("bank",)
+        check_state(state, ivf_keys if self.nlist else ("bank",), "KNNScorer")
+        bank = check_features(state["bank"], "saved kNN bank").cpu().contiguous()
+        return self._set_bank(bank, state.get("centroids"))
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
         if self.index is None:

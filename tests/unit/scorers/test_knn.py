@@ -87,3 +87,51 @@ def test_a_saved_ivf_scorer_scores_alike_after_loading():
     scorer = KNNScorer(k=2, nlist=16, nprobe=4).fit(train)
     loaded = KNNScorer(k=2, nlist=16, nprobe=4).load_state_dict(scorer.state_dict())
     assert torch.equal(loaded.score(test), scorer.score(test))
+
+
+@pytest.mark.skipif(search.faiss is None, reason="needs faiss")
+def test_a_loaded_ivf_scorer_reuses_the_saved_cells_without_kmeans(monkeypatch):
+    gen = torch.Generator().manual_seed(2)
+    train, test = torch.randn(600, 8, generator=gen), torch.randn(40, 8, generator=gen)
+    scorer = KNNScorer(k=1, nlist=12, nprobe=3).fit(train)
+    state = scorer.state_dict()
+    assert state["centroids"].shape == (12, 8)
+    trained = []
+    original = search.faiss.IndexIVFFlat.train
+    monkeypatch.setattr(
+        search.faiss.IndexIVFFlat,
+        "train",
+        lambda self, x: trained.append(len(x)) or original(self, x),
+    )
+    loaded = KNNScorer(k=1, nlist=12, nprobe=3).load_state_dict(state)
+    assert trained == []
+    assert torch.equal(loaded.score(test), scorer.score(test))
+    assert torch.equal(loaded.state_dict()["centroids"], state["centroids"])
+    # a detector saved before the cells were kept: k-means again, on a sample of the bank
+    older = KNNScorer(k=1, nlist=12, nprobe=3).load_state_dict({"bank": state["bank"]})
+    assert trained == [len(train)]  # 600 rows < 64 per cell x 12 cells: all of them
+    assert torch.equal(older.score(test), scorer.score(test))
+    with pytest.raises(ValueError, match="saved with another scorer.knn.nlist"):
+        KNNScorer(k=1, nlist=10, nprobe=3).load_state_dict(state)
+
+
+@pytest.mark.skipif(search.faiss is None, reason="needs faiss")
+def test_ivf_kmeans_sees_a_bounded_seeded_sample_of_a_large_bank(monkeypatch):
+    trained = []
+    original = search.faiss.IndexIVFFlat.train
+    monkeypatch.setattr(
+        search.faiss.IndexIVFFlat,
+        "train",
+        lambda self, x: trained.append(x.copy()) or original(self, x),
+    )
+    bank = F.normalize(torch.randn(2000, 4, generator=torch.Generator().manual_seed(3)))
+    first = search.IVFIndex(bank, "ip", nlist=4, nprobe=4)
+    search.IVFIndex(bank, "ip", nlist=4, nprobe=4)
+    limit = search.KMEANS_POINTS_PER_CELL * 4
+    assert [len(x) for x in trained] == [limit, limit]
+    assert (trained[0] == trained[1]).all()  # the same sample, so the same cells
+    rows = {tuple(row) for row in bank.numpy()}
+    assert all(tuple(row) in rows for row in trained[0])  # rows of the bank, none made up
+    assert len(first) == len(bank)  # every row is searched, not only the sample
+    _, ids = first.search(bank[:50], 1)
+    assert torch.equal(ids[:, 0], torch.arange(50))
