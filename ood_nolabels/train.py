@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ood_nolabels.core.timings import Timings
 from ood_nolabels.engine.artifacts import ArtifactStore
 from ood_nolabels.engine.console import quiet_libraries
-from ood_nolabels.engine.runtime import Runtime, claim_launch_rank, training_key
+from ood_nolabels.engine.runtime import Runtime, claim_launch_rank, loader_key, training_key
 from ood_nolabels.engine.settings import check_settings
 from ood_nolabels.methods.base import Method, RunResult
 from ood_nolabels.report.config_tree import print_config_tree
@@ -33,13 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def store_of(cfg: DictConfig, timings: Timings | None = None) -> ArtifactStore:
-    """The run's artifact store: stage keys hold the run seed and the trainer settings that
-    change what is learned."""
+    """The run's artifact store: stage keys hold the run seed, and the trainer and loader
+    settings that change what is learned."""
     return ArtifactStore(
         Path(cfg.paths.artifact_dir),
         cfg.seed,
         on_ready=None if timings is None else timings.add,
-        training=training_key(cfg.trainer),
+        training=training_key(cfg.trainer) | loader_key(cfg.data),
     )
 
 

@@ -16,7 +16,7 @@ declare -A CLASSES=([1]="[0,1,2,4,7,8]" [2]="[0,2,5,6,7,9]" [3]="[0,1,2,4,6,9]")
 for split in $SPLITS; do
     "$PYTHON" -m ood_nolabels.train -m \
         +experiment=fmnist_dn2,fmnist,fmnist_ground_truth,fmnist_scan_features \
-        "dataset.classes=${CLASSES[$split]}" "dataset.train_per_class=$PER_CLASS" seed=0,1,2 \
+        "++dataset.classes=${CLASSES[$split]}" "++dataset.train_per_class=$PER_CLASS" seed=0,1,2 \
         logger=csv hydra.sweep.dir="$SWEEP/split$split" "$@"
     "$PYTHON" -m ood_nolabels.results "$SWEEP/split$split" --over seed --output "$OUT/split$split"
 done

@@ -108,6 +108,14 @@ def training_key(trainer: DictConfig) -> dict[str, Any]:
     return key | ({"world_size": processes} if processes != 1 else {})
 
 
+def loader_key(data: DictConfig) -> dict[str, int]:
+    """The number of loader workers, when there are any: each worker draws its augmentations
+    from a stream of its own (seeded by ``seed_everything(workers=True)``), so the count changes
+    the views a stage trains on. Empty for the main-process loading of the CPU presets."""
+    workers = int(data.get("num_workers") or 0)
+    return {"num_workers": workers} if workers > 0 else {}
+
+
 def check_trainer(trainer: DictConfig) -> None:
     """Trainer settings that cannot work on this machine or with these pipelines."""
     accelerator = str(trainer.get("accelerator", "auto"))

@@ -2,11 +2,13 @@
 run.
 """
 
+import lightning as L
 import pytest
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from ood_nolabels.engine.runtime import claim_launch_rank, launch_rank, training_key
+from ood_nolabels.engine.runtime import claim_launch_rank, launch_rank, loader_key, training_key
 from ood_nolabels.train import store_of
 
 OURS = ("+experiment=ours_synthetic", "logger=none", "callbacks=none")
@@ -57,3 +59,36 @@ def test_claim_launch_rank_stops_a_second_node_acting_as_rank_zero(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     claim_launch_rank(OmegaConf.create({"accelerator": "cpu", "devices": 1, "num_nodes": 2}))
     assert rank_zero_only.rank == 1
+
+
+class RandomViews(torch.utils.data.Dataset):
+    """Each item a random draw, as an augmentation is."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.rand(1)
+
+
+def views(workers: int) -> torch.Tensor:
+    L.seed_everything(0, workers=True, verbose=False)
+    loader = torch.utils.data.DataLoader(RandomViews(), batch_size=8, num_workers=workers)
+    return next(iter(loader))
+
+
+def test_loader_workers_change_the_views_so_they_join_the_stage_keys(compose_cfg):
+    assert torch.equal(views(0), views(0))  # seeded: a rerun draws the same views
+    assert not torch.equal(views(0), views(1))  # a worker draws from its own stream
+    assert loader_key(OmegaConf.create({"num_workers": 0})) == {}
+    assert loader_key(OmegaConf.create({"num_workers": 4})) == {"num_workers": 4}
+    plain = compose_cfg(*OURS)
+    workers = compose_cfg(*OURS, "data.num_workers=2")
+    assert (
+        store_of(plain).stage("simclr", {}).directory.name
+        == store_of(compose_cfg(*OURS, "data.num_workers=0")).stage("simclr", {}).directory.name
+    )
+    assert (
+        store_of(plain).stage("simclr", {}).directory.name
+        != store_of(workers).stage("simclr", {}).directory.name
+    )
