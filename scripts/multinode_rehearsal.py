@@ -76,7 +76,8 @@ def run_single_node(out: Path, extra: list[str]) -> tuple[float, Path]:
     with open(out / "single_node.log", "w") as log:
         code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
-        raise SystemExit(f"the single-node run failed (exit {code}); see {out / 'single_node.log'}")
+        tail = "\n".join((out / "single_node.log").read_text().splitlines()[-6:])
+        raise SystemExit(f"the single-node run failed (exit {code}):\n{tail}\nfull log: {out}")
     return time.perf_counter() - start, run_dir
 
 
