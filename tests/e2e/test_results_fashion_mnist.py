@@ -1,0 +1,103 @@
+"""scripts/results_fashion_mnist.sh: seed-major order, resume by (seed, split), stale results.
+
+The runs are replaced by a fake interpreter (``PYTHON``) that records its arguments, so only
+the script's own control flow is under test; the runs themselves are tested elsewhere.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+if [[ "$2" == ood_nolabels.train ]]; then
+    for arg in "$@"; do
+        case "$arg" in hydra.sweep.dir=*) mkdir -p "${arg#hydra.sweep.dir=}" ;; esac
+    done
+    [[ -z "${FAIL:-}" ]] || exit 3
+fi
+"""
+
+
+Run = tuple[subprocess.CompletedProcess, list[str]]
+
+
+def protocol(tmp_path: Path, *overrides: str, **env: str) -> Run:
+    """Run the script with the fake interpreter; return it and the calls it made."""
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.unlink(missing_ok=True)
+    variables = {
+        **os.environ,
+        "PYTHON": str(fake),
+        "CALLS": str(calls),
+        "SWEEP": str(tmp_path / "sweep"),
+        "OUT": str(tmp_path / "out"),
+        **env,
+    }
+    completed = subprocess.run(
+        ["bash", "scripts/results_fashion_mnist.sh", *overrides],
+        cwd=REPO,
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed, calls.read_text().splitlines() if calls.exists() else []
+
+
+def train_calls(calls: list[str]) -> list[str]:
+    return [call for call in calls if call.startswith("-m ood_nolabels.train")]
+
+
+def test_seed_major_order_with_the_four_presets_and_a_table_per_split(tmp_path):
+    completed, calls = protocol(tmp_path, SPLITS="1 3", SEEDS="0 1")
+    assert completed.returncode == 0, completed.stderr
+    runs = train_calls(calls)
+    order = [(r.split("seed=")[1].split()[0], r.split("classes=")[1].split()[0]) for r in runs]
+    assert order == [
+        ("0", "[0,1,2,4,7,8]"),
+        ("0", "[0,1,2,4,6,9]"),
+        ("1", "[0,1,2,4,7,8]"),
+        ("1", "[0,1,2,4,6,9]"),
+    ]
+    assert all(
+        "+experiment=fmnist_dn2,fmnist,fmnist_ground_truth,fmnist_scan_features" in r
+        and "++dataset.train_per_class=null" in r
+        for r in runs
+    )
+    assert f"hydra.sweep.dir={tmp_path}/sweep/split3/seed1" in runs[-1]
+    tables = [c for c in calls if c.startswith("-m ood_nolabels.results")]
+    sweep, out = tmp_path / "sweep/split3", tmp_path / "out/split3"
+    assert tables[-1] == f"-m ood_nolabels.results {sweep} --over seed --output {out}"
+    assert len(tables) == 4  # rewritten after each (seed, split)
+
+
+def test_a_finished_seed_and_split_is_skipped_and_other_arguments_run_again(tmp_path):
+    assert protocol(tmp_path, SPLITS="2", SEEDS="0", PER_CLASS="500")[0].returncode == 0
+    completed, calls = protocol(tmp_path, SPLITS="2", SEEDS="0", PER_CLASS="500")
+    assert completed.returncode == 0 and train_calls(calls) == []
+    assert "split 2 seed 0: done with this code, skipped" in completed.stdout
+
+    stale = tmp_path / "sweep/split2/seed0/0/metrics.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    small = {"SPLITS": "2", "SEEDS": "0", "PER_CLASS": "500"}
+    completed, calls = protocol(tmp_path, "finetune.epochs=1", **small)
+    assert completed.returncode == 0
+    assert len(train_calls(calls)) == 1 and train_calls(calls)[0].endswith("finetune.epochs=1")
+    assert not stale.exists()  # the old arguments' results are gone, not mixed into the table
+
+
+def test_a_failed_run_is_not_marked_done(tmp_path):
+    completed, calls = protocol(tmp_path, SPLITS="1", SEEDS="0", FAIL="1")
+    assert completed.returncode == 3
+    assert not (tmp_path / "sweep/split1/seed0/.complete").exists()
+    assert not [c for c in calls if "ood_nolabels.results" in c]  # stopped before the table
+    completed, calls = protocol(tmp_path, SPLITS="1", SEEDS="0")
+    assert completed.returncode == 0 and len(train_calls(calls)) == 1  # the next call runs it
