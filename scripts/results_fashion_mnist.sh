@@ -2,13 +2,14 @@
 # The Fashion-MNIST protocol of docs/fashion-mnist.md: the three reported class splits (the first
 # six classes of numpy.random.default_rng(s).permutation(10), s = 1, 2, 3; never used to choose a
 # setting), seeds 0, 1, 2, all 36,000 normal training images: the method, DN2, the SCAN-features
-# baseline and ground-truth-label finetuning, then one table per split (mean ± std over seeds).
+# baseline and ground-truth-label finetuning, then one table per split (mean ± std over seeds)
+# and the targets of every split in $OUT/targets.md (scripts/fashion_mnist_targets.py).
 #
 # Seed-major: seed 0 on every split first, so an unfinished run already covers every split. About
 # 70 min per (seed, split) on 2 cores, 10 to 11 hours in all. Stages shared between presets train
-# once. Interrupted: run the same command again; a (seed, split) whose four runs finished with the same
-# package code and arguments is skipped (its .complete file says so), any other is run again
-# from the cached stages. The tables are rewritten after each (seed, split).
+# once. Interrupted: run the same command again; a (seed, split) whose four runs finished with
+# the same package code and arguments is skipped (its .complete file says so), any other is run
+# again from the cached stages. The tables are rewritten after each (seed, split).
 # SPLITS="1" / SEEDS="0" restrict it; PER_CLASS=500 is the small variant (about 25 min a split);
 # arguments are more overrides for every run.
 set -euo pipefail
@@ -37,5 +38,7 @@ for seed in $SEEDS; do
         echo "$stamp" > "$dir/.complete"
         "$PYTHON" -m ood_nolabels.results "$SWEEP/split$split" --over seed \
             --output "$OUT/split$split"
+        mkdir -p "$OUT"
+        "$PYTHON" scripts/fashion_mnist_targets.py "$SWEEP" > "$OUT/targets.md"
     done
 done
