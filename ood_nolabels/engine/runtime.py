@@ -189,6 +189,16 @@ class Runtime:
         cap = self.trainer.get("max_epochs")
         return epochs if cap is None else min(epochs, int(cap))
 
+    def batch_limit(self, steps_per_epoch: int | None) -> dict[str, int]:
+        """The trainer override for a stage's ``steps_per_epoch``: none when there is none or
+        the trainer config already stops epochs sooner (``debug=tiny``)."""
+        if steps_per_epoch is None:
+            return {}
+        configured = self.trainer.get("limit_train_batches")
+        if isinstance(configured, int) and configured <= steps_per_epoch:
+            return {}
+        return {"limit_train_batches": steps_per_epoch}
+
     def make_trainer(self, callbacks: Sequence[L.Callback] = (), **overrides) -> L.Trainer:
         """A trainer from the ``trainer`` config plus the run's loggers and callbacks."""
         configured = [instantiate(c) for c in self.callbacks.values()]
@@ -222,12 +232,15 @@ class Runtime:
         epochs: int,
         directory: Path,
         callbacks: Sequence[L.Callback] = (),
+        steps_per_epoch: int | None = None,
     ) -> None:
         """Train one stage for ``epochs`` (capped by :meth:`epochs`), resuming from
         ``directory/checkpoints/last.ckpt`` when a run was cut. A loader whose sampler is an
         :class:`~ood_nolabels.data.sampling.EpochShuffle` reads the trainer's epoch, so each
         epoch's batches and random stream are its own and a resumed run ends as an
-        uninterrupted one."""
+        uninterrupted one. ``steps_per_epoch`` ends each epoch after that many batches (the
+        first of the epoch's shuffle, so each epoch trains on another random part of the data;
+        a smaller ``trainer.limit_train_batches`` still wins)."""
         last = directory / "checkpoints" / "last.ckpt"
         # One file, overwritten at every epoch end (no monitor: the latest epoch is the one kept).
         checkpoint = ModelCheckpoint(
@@ -240,6 +253,7 @@ class Runtime:
             callbacks=[checkpoint, *callbacks],
             max_epochs=self.epochs(epochs),
             default_root_dir=directory,
+            **self.batch_limit(steps_per_epoch),
         )
         if isinstance(loader.sampler, EpochShuffle):
             loader.sampler.epoch = lambda: trainer.current_epoch

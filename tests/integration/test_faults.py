@@ -145,6 +145,7 @@ def test_a_truncated_epoch_snapshot_is_named_moved_aside_and_retrained(compose_c
     [
         (("K=abc",), r"K='abc': K \(the number of clusters\) must be an integer >= 2 or 'auto'"),
         (("finetune.epochs=0",), r"finetune.epochs=0: .*at least 1 epoch.*finetune.epochs >= 1"),
+        (("+finetune.steps_per_epoch=0",), r"steps_per_epoch=0: .*1 batch.*steps_per_epoch >= 1"),
         (("seed=abc",), r"seed='abc': expected int \(the default is seed=0\)"),
         (("data.batch_size=0",), r"data.batch_size=0: use 1 or more"),
         (("dataset.per_class=2",), r"only 8 normal training image\(s\).*at least 10"),

@@ -64,7 +64,14 @@ def finetune(
         dataset = IndexedDataset(runtime.datamodule.images[NORMAL_TRAIN], transform)
         loader = runtime.datamodule.train_loader(dataset, config.batch_size)
         averaging = [EpochWeightAveraging(), EpochSnapshots(work_dir / "epochs")]
-        runtime.fit(module, loader, config.epochs, work_dir, callbacks=[*averaging, *callbacks])
+        runtime.fit(
+            module,
+            loader,
+            config.epochs,
+            work_dir,
+            callbacks=[*averaging, *callbacks],
+            steps_per_epoch=config.get("steps_per_epoch"),
+        )
         module.check_learned()
         save_artifact(backbone.state_dict(), work_dir / "averaged.pt")
 

@@ -40,20 +40,20 @@ def augmentation_for(config: DictConfig | None, encoder: Backbone | PrecomputedF
 
 
 def check_stage_recipes(stages: Mapping[str, DictConfig]) -> None:
-    """Every stage trains for an integer number of epochs >= 1, with a batch size >= 1, and its
-    optimizer and scheduler build on a dummy parameter, so a misspelt or unknown argument fails
+    """Every stage trains for an integer number of epochs >= 1 (and ``steps_per_epoch`` >= 1
+    batches where given), with a batch size >= 1, and its optimizer and scheduler build on a dummy parameter, so a misspelt or unknown argument fails
     now instead of after the stages before it have trained."""
     for name, stage in stages.items():
         if stage is None:
             continue
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "steps_per_epoch"):
             value = stage.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"{name}.{key}={value!r}: an integer >= 1")
             if value is not None and value < 1:
                 raise ValueError(
-                    f"{name}.{key}={value}: a stage trains for at least 1 epoch on batches of "
-                    f"at least 1 image; set {name}.{key} >= 1"
+                    f"{name}.{key}={value}: a stage trains for at least 1 epoch of at least 1 "
+                    f"batch of at least 1 image; set {name}.{key} >= 1"
                 )
         if stage.get("optimizer") is None:
             continue

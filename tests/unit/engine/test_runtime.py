@@ -8,7 +8,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 
-from ood_nolabels.engine.runtime import claim_launch_rank, launch_rank, loader_key, training_key
+from ood_nolabels.data.sampling import EpochShuffle
+from ood_nolabels.engine.runtime import (
+    Runtime,
+    claim_launch_rank,
+    launch_rank,
+    loader_key,
+    training_key,
+)
 from ood_nolabels.train import store_of
 
 OURS = ("+experiment=ours_synthetic", "logger=none", "callbacks=none")
@@ -92,3 +99,50 @@ def test_loader_workers_change_the_views_so_they_join_the_stage_keys(compose_cfg
         store_of(plain).stage("simclr", {}).directory.name
         != store_of(workers).stage("simclr", {}).directory.name
     )
+
+
+class BatchRecorder(L.LightningModule):
+    """Records the images of every training batch, by epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(1, 1)
+        self.seen: dict[int, list[int]] = {}
+
+    def training_step(self, batch: list[torch.Tensor], _: int) -> torch.Tensor:
+        (images,) = batch
+        self.seen.setdefault(self.current_epoch, []).extend(images.flatten().int().tolist())
+        return self.layer(images).sum()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_batches(tmp_path, steps_per_epoch: int | None, **trainer) -> BatchRecorder:
+    """40 images in batches of 4 (10 a full epoch), 2 epochs, through Runtime.fit."""
+    config = {"_target_": "lightning.pytorch.Trainer", "accelerator": "cpu", "devices": 1}
+    runtime = Runtime(
+        None, None, OmegaConf.create(config | {"enable_progress_bar": False} | trainer)
+    )
+    images = torch.utils.data.TensorDataset(torch.arange(40.0)[:, None])
+    sampler = EpochShuffle(40, seed=0)
+    loader = torch.utils.data.DataLoader(images, batch_size=4, sampler=sampler)
+    module = BatchRecorder()
+    runtime.fit(module, loader, 2, tmp_path, steps_per_epoch=steps_per_epoch)
+    return module
+
+
+def test_steps_per_epoch_ends_each_epoch_early_on_another_part_of_the_shuffle(tmp_path):
+    whole = fit_batches(tmp_path / "whole", None)
+    assert [sorted(whole.seen[e]) for e in (0, 1)] == [list(range(40))] * 2
+    short = fit_batches(tmp_path / "short", 3)
+    assert [len(short.seen[e]) for e in (0, 1)] == [12, 12]  # 3 batches of 4
+    assert short.seen[0] == whole.seen[0][:12]  # the first batches of the epoch's own shuffle
+    assert short.seen[1] == whole.seen[1][:12] != short.seen[0]
+    assert short.trainer.global_step == 6
+
+
+def test_a_smaller_trainer_limit_still_wins(tmp_path):
+    tiny = fit_batches(tmp_path, 3, limit_train_batches=2)  # debug=tiny
+    assert [len(tiny.seen[e]) for e in (0, 1)] == [8, 8]
+    assert fit_batches(tmp_path / "b", 3, limit_train_batches=5).trainer.global_step == 6
