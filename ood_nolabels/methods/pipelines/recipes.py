@@ -41,8 +41,9 @@ def augmentation_for(config: DictConfig | None, encoder: Backbone | PrecomputedF
 
 def check_stage_recipes(stages: Mapping[str, DictConfig]) -> None:
     """Every stage trains for an integer number of epochs >= 1 (and ``steps_per_epoch`` >= 1
-    batches where given), with a batch size >= 1, and its optimizer and scheduler build on a dummy parameter, so a misspelt or unknown argument fails
-    now instead of after the stages before it have trained."""
+    batches where given), with a batch size >= 1, and its optimizer and scheduler build on a
+    dummy parameter, so a misspelt or unknown argument fails now instead of after the stages
+    before it have trained."""
     for name, stage in stages.items():
         if stage is None:
             continue
