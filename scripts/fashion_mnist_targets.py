@@ -71,10 +71,11 @@ def split_rows(runs: dict[str, list[Run]], scorer: str) -> dict[str, str]:
         for name, values in by_seed.items()
     }
     method_runs = runs.get(METHOD, [])
+    over_dn2 = paired(by_seed[METHOD], by_seed[DN2])
     differences = {
-        "method − DN2": paired(by_seed[METHOD], by_seed[DN2]),
+        "method − DN2": over_dn2,
         "method − ground-truth labels": paired(by_seed[METHOD], by_seed[GROUND_TRUTH]),
-        "frozen-feature pseudo-labels − DN2": paired(by_seed[METHOD], by_seed[DN2]),
+        "frozen-feature pseudo-labels − DN2": over_dn2,  # the method's pseudo-labels (docstring)
         "weight-averaged − mean of the epochs' models": [
             auroc(run, scorer) - auroc(run, scorer, EPOCH_MEAN) for run in method_runs
         ],

@@ -22,6 +22,7 @@ PER_CLASS=${PER_CLASS:-null}
 declare -A CLASSES=([1]="[0,1,2,4,7,8]" [2]="[0,2,5,6,7,9]" [3]="[0,1,2,4,6,9]")
 # the package's code and configs as committed, and any uncommitted change to them
 code="$(git rev-parse HEAD:ood_nolabels) $(git diff HEAD -- ood_nolabels | sha1sum | cut -c1-12)"
+mkdir -p "$OUT"
 for seed in $SEEDS; do
     for split in $SPLITS; do
         dir="$SWEEP/split$split/seed$seed"
@@ -38,7 +39,6 @@ for seed in $SEEDS; do
         echo "$stamp" > "$dir/.complete"
         "$PYTHON" -m ood_nolabels.results "$SWEEP/split$split" --over seed \
             --output "$OUT/split$split"
-        mkdir -p "$OUT"
         "$PYTHON" scripts/fashion_mnist_targets.py "$SWEEP" > "$OUT/targets.md"
     done
 done

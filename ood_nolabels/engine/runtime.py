@@ -191,7 +191,8 @@ class Runtime:
 
     def batch_limit(self, steps_per_epoch: int | None) -> dict[str, int]:
         """The trainer override for a stage's ``steps_per_epoch``: none when there is none or
-        the trainer config already stops epochs sooner (``debug=tiny``)."""
+        the trainer config's integer ``limit_train_batches`` already stops epochs sooner
+        (``debug=tiny``)."""
         if steps_per_epoch is None:
             return {}
         configured = self.trainer.get("limit_train_batches")
