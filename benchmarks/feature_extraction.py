@@ -17,7 +17,7 @@ import torch
 from ood_nolabels.data.datamodule import OODDataModule
 from ood_nolabels.data.digits import DigitsSource
 from ood_nolabels.engine.extraction import FeatureExtractor
-from ood_nolabels.models.efficientnet_lite0 import EfficientNetLite0Backbone
+from ood_nolabels.models.efficientnet_lite import EfficientNetLiteBackbone
 
 
 def bare_loop(backbone, loaders) -> dict[str, torch.Tensor]:
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    backbone = EfficientNetLite0Backbone(image_size=args.image_size)
+    backbone = EfficientNetLiteBackbone(image_size=args.image_size)
     datamodule = OODDataModule(
         DigitsSource(classes=range(6)), {"ood": DigitsSource(classes=range(6, 10))}
     )

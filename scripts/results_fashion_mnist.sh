@@ -20,8 +20,9 @@ SPLITS=${SPLITS:-1 2 3}
 SEEDS=${SEEDS:-0 1 2}
 PER_CLASS=${PER_CLASS:-null}
 declare -A CLASSES=([1]="[0,1,2,4,7,8]" [2]="[0,2,5,6,7,9]" [3]="[0,1,2,4,6,9]")
-# the package's code and configs as committed, and any uncommitted change to them
-code="$(git rev-parse HEAD:ood_nolabels) $(git diff HEAD -- ood_nolabels | sha1sum | cut -c1-12)"
+# the package's code and configs, committed or not (no git needed: a tarball works too)
+code=$(find ood_nolabels -type f \( -name '*.py' -o -name '*.yaml' \) -print0 | LC_ALL=C sort -z |
+    xargs -0 sha1sum | sha1sum | cut -c1-40)
 mkdir -p "$OUT"
 for seed in $SEEDS; do
     for split in $SPLITS; do

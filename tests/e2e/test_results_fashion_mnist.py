@@ -24,8 +24,8 @@ fi
 Run = tuple[subprocess.CompletedProcess, list[str]]
 
 
-def protocol(tmp_path: Path, *overrides: str, **env: str) -> Run:
-    """Run the script with the fake interpreter; return it and the calls it made."""
+def protocol(tmp_path: Path, *overrides: str, cwd: Path = REPO, **env: str) -> Run:
+    """Run the script with the fake interpreter in ``cwd``; return it and the calls it made."""
     fake = tmp_path / "python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(0o755)
@@ -40,8 +40,8 @@ def protocol(tmp_path: Path, *overrides: str, **env: str) -> Run:
         **env,
     }
     completed = subprocess.run(
-        ["bash", "scripts/results_fashion_mnist.sh", *overrides],
-        cwd=REPO,
+        ["bash", str(REPO / "scripts/results_fashion_mnist.sh"), *overrides],
+        cwd=cwd,
         env=variables,
         capture_output=True,
         text=True,
@@ -102,3 +102,22 @@ def test_a_failed_run_is_not_marked_done(tmp_path):
     assert not [c for c in calls if "ood_nolabels.results" in c]  # stopped before the table
     completed, calls = protocol(tmp_path, SPLITS="1", SEEDS="0")
     assert completed.returncode == 0 and len(train_calls(calls)) == 1  # the next call runs it
+
+
+def test_a_change_to_the_package_runs_it_again_without_git(tmp_path):
+    """The stamp hashes the package's files, so a copy outside any git checkout works too."""
+    checkout = tmp_path / "checkout"
+    module = checkout / "ood_nolabels" / "stage.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("STEPS = 187\n")
+    one = {"SPLITS": "1", "SEEDS": "0", "cwd": checkout}
+    assert protocol(tmp_path, **one)[0].returncode == 0
+    completed, calls = protocol(tmp_path, **one)
+    assert completed.returncode == 0 and train_calls(calls) == []
+
+    module.write_text("STEPS = 188\n")
+    completed, calls = protocol(tmp_path, **one)
+    assert completed.returncode == 0 and len(train_calls(calls)) == 1
+    (checkout / "ood_nolabels" / "new.yaml").write_text("K: 6\n")  # an untracked file counts
+    completed, calls = protocol(tmp_path, **one)
+    assert completed.returncode == 0 and len(train_calls(calls)) == 1

@@ -64,6 +64,8 @@ def test_every_group_option_composes(compose_cfg, group, option):
         assert all(isinstance(instantiate(s), Scorer) for s in cfg.scorer.values())
     if group == "method":
         assert isinstance(instantiate(cfg.method), Method)
+    if group == "backbone" and option.startswith("efficientnet_lite"):  # offline weights
+        assert instantiate(cfg.backbone).feature_dim == 1280
     if group == "pseudo_labels":
         assert isinstance(instantiate(cfg.pseudo_labels), PseudoLabelSource)
     if group == "stage1":
