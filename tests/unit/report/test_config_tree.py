@@ -12,4 +12,5 @@ def test_print_config_shows_the_run_s_groups_first(compose_cfg):
     assert (
         text.index("method") < text.index("dataset") < text.index("stage1") < text.index("trainer")
     )
-    assert "SmallCNNBackbone" in text and "efficientnet_lite0" in text.lower()
+    assert "SmallCNNBackbone" in text and "EfficientNetLiteBackbone" in text
+    assert "variant: 0" in text
