@@ -76,7 +76,10 @@ def test_seed_major_order_with_the_four_presets_and_a_table_per_split(tmp_path):
     sweep, out = tmp_path / "sweep/split3", tmp_path / "out/split3"
     assert tables[-1] == f"-m ood_nolabels.results {sweep} --over seed --output {out}"
     assert len(tables) == 4  # rewritten after each (seed, split)
-    assert calls[-1] == f"scripts/fashion_mnist_targets.py {tmp_path}/sweep"  # every split
+    assert calls[-2:] == [  # every split, both scorers
+        f"scripts/fashion_mnist_targets.py {tmp_path}/sweep",
+        f"scripts/fashion_mnist_targets.py {tmp_path}/sweep --scorer mahalanobis",
+    ]
 
 
 def test_a_finished_seed_and_split_is_skipped_and_other_arguments_run_again(tmp_path):
