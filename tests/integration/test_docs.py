@@ -40,3 +40,43 @@ def test_every_readme_number_is_the_generated_one():
     for key, (knn, mahalanobis) in readme.items():
         assert generated[(*key, "knn")] == knn, key
         assert generated[(*key, "mahalanobis")] == mahalanobis, key
+
+
+def generated_fashion_mnist() -> dict[tuple[str, str, str], str]:
+    """(experiment, scorer, normal classes) -> "mean ± std" of the protocol's targets tables."""
+    rows = {}
+    for name in ("targets.md", "targets_mahalanobis.md"):
+        lines = (ROOT / "docs" / "results" / "fashion_mnist" / name).read_text().splitlines()
+        header = [cell.strip() for cell in lines[0].strip().strip("|").split("|")]
+        for line in lines[2:]:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if cells[0].endswith(" AUROC"):
+                experiment, scorer, _ = cells[0].split()
+                for classes, cell in zip(header[1:], cells[1:], strict=True):
+                    rows[(experiment, scorer, classes)] = cell.rsplit(" (", 1)[0]
+    return rows
+
+
+def readme_fashion_mnist() -> dict[tuple[str, str, str], str]:
+    """The same keys for the README's Fashion-MNIST table ("kNN / Mahalanobis" cells)."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("| normal classes (OOD")]
+    classes = re.findall(r"\[[\d,]+\]", lines[start])
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        experiment = re.search(r"\(`(fmnist\w*)`\)", line)[1]
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")][1:]
+        for split, cell in zip(classes, cells, strict=True):
+            knn, mahalanobis = re.fullmatch(f"({MEAN_STD}) / ({MEAN_STD})", cell).groups()
+            rows[(experiment, "knn", split)] = knn
+            rows[(experiment, "mahalanobis", split)] = mahalanobis
+    return rows
+
+
+def test_readme_fashion_mnist_table_is_the_generated_one():
+    readme = readme_fashion_mnist()
+    assert len(readme) == 3 * 2 * 3  # experiments x scorers x splits
+    generated = generated_fashion_mnist()
+    assert readme == {key: generated[key] for key in readme}
