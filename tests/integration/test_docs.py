@@ -8,12 +8,17 @@ ROOT = Path(__file__).resolve().parents[2]
 MEAN_STD = r"\d+\.\d ± \d+\.\d"
 
 
+def table_cells(line: str) -> list[str]:
+    """The stripped cells of one markdown table row."""
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
 def generated_rows() -> dict[tuple[str, str, str, str], str]:
     """(experiment, pseudo_labels, stage1, scorer) -> "mean ± std" of the generated table."""
     text = (ROOT / "docs" / "results" / "digits" / "results.md").read_text()
     rows = {}
     for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        cells = table_cells(line)
         if len(cells) == 5 and re.fullmatch(MEAN_STD + r" \(\d+\)", cells[4]):
             rows[tuple(cells[:4])] = cells[4].rsplit(" (", 1)[0]
     return rows
@@ -47,9 +52,9 @@ def generated_fashion_mnist() -> dict[tuple[str, str, str], str]:
     rows = {}
     for name in ("targets.md", "targets_mahalanobis.md"):
         lines = (ROOT / "docs" / "results" / "fashion_mnist" / name).read_text().splitlines()
-        header = [cell.strip() for cell in lines[0].strip().strip("|").split("|")]
+        header = table_cells(lines[0])
         for line in lines[2:]:
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            cells = table_cells(line)
             if cells[0].endswith(" AUROC"):
                 experiment, scorer, _ = cells[0].split()
                 for classes, cell in zip(header[1:], cells[1:], strict=True):
@@ -67,7 +72,7 @@ def readme_fashion_mnist() -> dict[tuple[str, str, str], str]:
         if not line.startswith("|"):
             break
         experiment = re.search(r"\(`(fmnist\w*)`\)", line)[1]
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")][1:]
+        cells = table_cells(line)[1:]
         for split, cell in zip(classes, cells, strict=True):
             knn, mahalanobis = re.fullmatch(f"({MEAN_STD}) / ({MEAN_STD})", cell).groups()
             rows[(experiment, "knn", split)] = knn
