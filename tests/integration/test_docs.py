@@ -71,12 +71,13 @@ def readme_fashion_mnist() -> dict[tuple[str, str, str], str]:
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        experiment = re.search(r"\(`(fmnist\w*)`\)", line)[1]
-        cells = table_cells(line)[1:]
-        for split, cell in zip(classes, cells, strict=True):
-            knn, mahalanobis = re.fullmatch(f"({MEAN_STD}) / ({MEAN_STD})", cell).groups()
-            rows[(experiment, "knn", split)] = knn
-            rows[(experiment, "mahalanobis", split)] = mahalanobis
+        experiment = re.search(r"\(`(fmnist\w*)`\)", line)
+        assert experiment, f"a README row names no preset as (`fmnist...`): {line}"
+        for split, cell in zip(classes, table_cells(line)[1:], strict=True):
+            values = re.fullmatch(f"({MEAN_STD}) / ({MEAN_STD})", cell)
+            assert values, f"README cell {cell!r} is not 'kNN mean ± std / Mahalanobis mean ± std'"
+            rows[(experiment[1], "knn", split)] = values[1]
+            rows[(experiment[1], "mahalanobis", split)] = values[2]
     return rows
 
 
