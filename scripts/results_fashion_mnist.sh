@@ -20,6 +20,13 @@ OUT=${OUT:-docs/results/fashion_mnist}
 SPLITS=${SPLITS:-1 2 3}
 SEEDS=${SEEDS:-0 1 2}
 PER_CLASS=${PER_CLASS:-null}
+if [[ ! -d ood_nolabels ]]; then
+    echo "error: no ood_nolabels/ in $PWD; run this script from the repository root" >&2
+    exit 2
+fi
+# every step imports this checkout's package (the code the stamp hashes), not whichever
+# checkout pip's editable install points at
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 declare -A CLASSES=([1]="[0,1,2,4,7,8]" [2]="[0,2,5,6,7,9]" [3]="[0,1,2,4,6,9]")
 # the package's code and configs, committed or not (no git needed: a tarball works too)
 code=$(find ood_nolabels -type f \( -name '*.py' -o -name '*.yaml' \) -print0 | LC_ALL=C sort -z |

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "$*" >> "$CALLS"
+echo "${PYTHONPATH%%:*}" >> "$CALLS.path"
 if [[ "$2" == ood_nolabels.train ]]; then
     for arg in "$@"; do
         case "$arg" in hydra.sweep.dir=*) mkdir -p "${arg#hydra.sweep.dir=}" ;; esac
@@ -124,3 +125,21 @@ def test_a_change_to_the_package_runs_it_again_without_git(tmp_path):
     (checkout / "ood_nolabels" / "new.yaml").write_text("K: 6\n")  # an untracked file counts
     completed, calls = protocol(tmp_path, **one)
     assert completed.returncode == 0 and len(train_calls(calls)) == 1
+
+
+def test_every_step_imports_the_package_of_the_checkout_it_runs_in(tmp_path):
+    """Not the one an editable install points at: the stamp hashes this checkout's code."""
+    completed, calls = protocol(tmp_path, SPLITS="1", SEEDS="0", PYTHONPATH="/elsewhere")
+    assert completed.returncode == 0, completed.stderr
+    paths = (tmp_path / "calls.txt.path").read_text().splitlines()
+    assert len(paths) == len(calls) == 4  # train, table, both targets
+    assert set(paths) == {str(REPO)}
+
+
+def test_outside_a_checkout_it_says_where_to_run_it_before_any_run(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    completed, calls = protocol(tmp_path, SPLITS="1", SEEDS="0", cwd=elsewhere)
+    assert completed.returncode == 2 and calls == []
+    assert "run this script from the repository root" in completed.stderr
+    assert str(elsewhere) in completed.stderr
